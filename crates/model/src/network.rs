@@ -82,9 +82,11 @@ pub fn create(d: &mut Db, mut args: db::Map) -> ApiResult<String> {
 
 /// `xapi<N>`: the smallest N whose name no network uses.
 pub fn choose_bridge_name(d: &impl Read) -> String {
+    let used: std::collections::HashSet<&str> =
+        d.tables().scan("network").map(|(_, r)| s(r, "bridge")).collect();
     (0..)
         .map(|n| format!("xapi{n}"))
-        .find(|c| d.find("network", &|r| s(r, "bridge") == c).is_empty())
+        .find(|c| !used.contains(c.as_str()))
         .expect("unbounded")
 }
 

@@ -2,20 +2,27 @@
 //! depth bound, so hostile bodies fail fast instead of recursing.
 
 use crate::{MethodCall, Response, Value, WireError, MAX_DEPTH};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------- encoding
 
 fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
+    // Most values need no escaping: copy runs between special bytes whole.
+    let mut last = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => continue,
+        };
+        out.push_str(&s[last..i]);
+        out.push_str(rep);
+        last = i + 1;
     }
+    out.push_str(&s[last..]);
 }
 
 /// `%.16g` formatting of doubles, as XAPI writes them.
@@ -49,7 +56,10 @@ fn encode_into(v: &Value, out: &mut String) {
     match v {
         Value::Nil => {}
         Value::String(s) => escape(s, out),
-        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::Int(i) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{i}");
+        }
         Value::Bool(b) => out.push_str(if *b { "<boolean>1</boolean>" } else { "<boolean>0</boolean>" }),
         Value::Float(x) => {
             out.push_str("<double>");
@@ -91,23 +101,26 @@ pub fn encode_value(v: &Value) -> String {
 }
 
 pub fn encode_response(r: &Response) -> String {
-    let mut m = BTreeMap::new();
+    // Written around the value rather than via a struct, to avoid copying a
+    // large result; members in name order as a struct would have them.
+    let mut out = String::from("<methodResponse><params><param><value><struct>");
     match r {
         Response::Success(v) => {
-            m.insert("Status".to_string(), Value::String("Success".into()));
-            m.insert("Value".to_string(), v.clone());
+            out.push_str("<member><name>Status</name><value>Success</value></member><member><name>Value</name>");
+            encode_into(v, &mut out);
+            out.push_str("</member>");
         }
         Response::Failure(desc) => {
-            m.insert("Status".to_string(), Value::String("Failure".into()));
-            m.insert(
-                "ErrorDescription".to_string(),
-                Value::Array(desc.iter().map(|s| Value::String(s.clone())).collect()),
-            );
+            out.push_str("<member><name>ErrorDescription</name><value><array><data>");
+            for d in desc {
+                out.push_str("<value>");
+                escape(d, &mut out);
+                out.push_str("</value>");
+            }
+            out.push_str("</data></array></value></member><member><name>Status</name><value>Failure</value></member>");
         }
     }
-    let mut out = String::from("<methodResponse><params><param>");
-    encode_into(&Value::Struct(m), &mut out);
-    out.push_str("</param></params></methodResponse>");
+    out.push_str("</struct></value></param></params></methodResponse>");
     out
 }
 
@@ -172,21 +185,22 @@ fn encode_typed(v: &Value, out: &mut String) {
 
 // ---------------------------------------------------------------- decoding
 
+/// Tokens borrow from the body; only text with entities is copied.
 #[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Open(String),
-    Close(String),
-    Empty(String),
-    Text(String),
+enum Tok<'a> {
+    Open(&'a str),
+    Close(&'a str),
+    Empty(&'a str),
+    Text(Cow<'a, str>),
 }
 
 fn err(m: impl Into<String>) -> WireError {
     WireError::Xml(m.into())
 }
 
-fn unescape(s: &str) -> Result<String, WireError> {
+fn unescape(s: &str) -> Result<Cow<'_, str>, WireError> {
     if !s.contains('&') {
-        return Ok(s.to_string());
+        return Ok(Cow::Borrowed(s));
     }
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -216,16 +230,16 @@ fn unescape(s: &str) -> Result<String, WireError> {
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
-fn tokenize(src: &str) -> Result<Vec<Tok>, WireError> {
+fn tokenize(src: &str) -> Result<Vec<Tok<'_>>, WireError> {
     let mut toks = Vec::new();
     let mut rest = src;
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix("<![CDATA[") {
             let end = r.find("]]>").ok_or_else(|| err("unterminated CDATA"))?;
-            toks.push(Tok::Text(r[..end].to_string()));
+            toks.push(Tok::Text(Cow::Borrowed(&r[..end])));
             rest = &r[end + 3..];
         } else if let Some(r) = rest.strip_prefix("<!--") {
             let end = r.find("-->").ok_or_else(|| err("unterminated comment"))?;
@@ -239,7 +253,7 @@ fn tokenize(src: &str) -> Result<Vec<Tok>, WireError> {
             let end = r.find('>').ok_or_else(|| err("unterminated tag"))?;
             let inner = r[..end].trim();
             if let Some(name) = inner.strip_prefix('/') {
-                toks.push(Tok::Close(name.trim().to_string()));
+                toks.push(Tok::Close(name.trim()));
             } else if let Some(name) = inner.strip_suffix('/') {
                 toks.push(Tok::Empty(tag_name(name)?));
             } else {
@@ -255,20 +269,20 @@ fn tokenize(src: &str) -> Result<Vec<Tok>, WireError> {
     Ok(toks)
 }
 
-fn tag_name(inner: &str) -> Result<String, WireError> {
+fn tag_name(inner: &str) -> Result<&str, WireError> {
     let name = inner.split_whitespace().next().unwrap_or("");
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
         return Err(err(format!("bad tag <{inner}>")));
     }
-    Ok(name.to_string())
+    Ok(name)
 }
 
-struct P {
-    toks: Vec<Tok>,
+struct P<'a> {
+    toks: Vec<Tok<'a>>,
     pos: usize,
 }
 
-impl P {
+impl<'a> P<'a> {
     /// Skips whitespace-only text between elements.
     fn skip_ws(&mut self) {
         while let Some(Tok::Text(t)) = self.toks.get(self.pos) {
@@ -279,11 +293,11 @@ impl P {
             }
         }
     }
-    fn peek(&mut self) -> Option<&Tok> {
+    fn peek(&mut self) -> Option<&Tok<'a>> {
         self.skip_ws();
         self.toks.get(self.pos)
     }
-    fn next(&mut self) -> Option<Tok> {
+    fn next(&mut self) -> Option<Tok<'a>> {
         self.skip_ws();
         let t = self.toks.get(self.pos).cloned();
         self.pos += 1;
@@ -340,14 +354,14 @@ impl P {
             _ => {}
         }
         let v = match self.next() {
-            Some(Tok::Empty(t)) => match t.as_str() {
+            Some(Tok::Empty(t)) => match t {
                 "nil" => Value::Nil,
                 "string" | "base64" => Value::String(String::new()),
                 "struct" => Value::Struct(BTreeMap::new()),
                 "array" => Value::Array(vec![]),
                 _ => return Err(err(format!("empty <{t}/>"))),
             },
-            Some(Tok::Open(t)) => match t.as_str() {
+            Some(Tok::Open(t)) => match t {
                 "string" | "base64" => Value::String(self.text_until(&t)?),
                 "int" | "i4" | "i8" => {
                     let s = self.text_until(&t)?;
@@ -437,7 +451,7 @@ impl P {
 }
 
 /// Rejects bodies whose nesting exceeds the bound before building anything.
-fn check_depth(toks: &[Tok]) -> Result<(), WireError> {
+fn check_depth(toks: &[Tok<'_>]) -> Result<(), WireError> {
     let mut depth = 0usize;
     for t in toks {
         match t {
@@ -454,7 +468,7 @@ fn check_depth(toks: &[Tok]) -> Result<(), WireError> {
     Ok(())
 }
 
-fn start(body: &[u8]) -> Result<P, WireError> {
+fn start(body: &[u8]) -> Result<P<'_>, WireError> {
     let s = std::str::from_utf8(body).map_err(|_| err("body is not UTF-8"))?;
     let toks = tokenize(s)?;
     check_depth(&toks)?;

@@ -1,0 +1,427 @@
+//! The XenAPI server: sessions, RBAC, dispatch of every call to the model in
+//! one store transaction, realization on the owning host before the reply,
+//! `Async.` tasks and `event.from`. Transport lives in `http`.
+
+pub mod events;
+pub mod http;
+pub mod tables;
+pub mod tls;
+pub mod users;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use xapi_wire::{MethodCall, Response, Value};
+use xnet_model::calls::{self, Handler};
+use xnet_model::{db, ApiError, ApiResult, Db, Reader, Record};
+use xnet_store::Store;
+
+pub use users::{Role, Users};
+
+/// Applies committed records on a host and reports the outcome. The agent
+/// (local or on a pool member) implements it.
+pub trait Realizer: Send + Sync {
+    /// Returns once `host` has realized the store at `generation` or later.
+    fn realize(&self, host: &str, generation: u64) -> Result<(), ApiError>;
+}
+
+/// How a request arrived: local tools on the unix socket get the local
+/// superuser like xe on dom0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Unix,
+    Network,
+}
+
+pub struct Api {
+    pub store: Arc<Store<Record>>,
+    pub users: Mutex<Users>,
+    pub realizer: Arc<dyn Realizer>,
+    pub events: events::Registrations,
+}
+
+/// The classes kept only in memory (XAPI's PersistNothing).
+pub fn volatile_tables() -> Vec<String> {
+    xnet_model::schema::CLASSES
+        .iter()
+        .filter(|c| c.volatile)
+        .map(|c| c.name.to_string())
+        .collect()
+}
+
+fn fail(e: ApiError) -> Response {
+    Response::Failure(e.to_description())
+}
+
+impl Api {
+    pub fn new(store: Arc<Store<Record>>, users: Users, realizer: Arc<dyn Realizer>) -> Arc<Api> {
+        Arc::new(Api {
+            store,
+            users: Mutex::new(users),
+            realizer,
+            events: events::Registrations::default(),
+        })
+    }
+
+    /// Handles one decoded call; never panics on bad input.
+    pub fn handle(self: &Arc<Api>, call: MethodCall, origin: Origin) -> Response {
+        match self.dispatch(&call.method, &call.params, origin) {
+            Ok(v) => Response::Success(v),
+            Err(e) => fail(e),
+        }
+    }
+
+    fn dispatch(self: &Arc<Api>, method: &str, params: &[Value], origin: Origin) -> ApiResult<Value> {
+        match method {
+            "session.login_with_password" | "session_login_with_password" => {
+                return self.login(params, origin)
+            }
+            "system.listMethods" => return Ok(list_methods()),
+            _ => {}
+        }
+        let session = params
+            .first()
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| ApiError::new("SESSION_INVALID", &[""]))?
+            .to_string();
+        let role = self.session_role(&session)?;
+        let args = &params[1..];
+        let (is_async, name) = match method.strip_prefix("Async.") {
+            Some(rest) => (true, rest),
+            None => (false, method),
+        };
+        if let Some(v) = self.builtin(&session, role, name, args, is_async)? {
+            return Ok(v);
+        }
+        let call = calls::registry()
+            .lookup(name)
+            .ok_or_else(|| ApiError::new("MESSAGE_METHOD_UNKNOWN", &[method]))?;
+        if is_async && !call.asyncable {
+            return Err(ApiError::new("MESSAGE_METHOD_UNKNOWN", &[method]));
+        }
+        if call.is_write() && role == Role::ReadOnly {
+            return Err(ApiError::new(
+                "RBAC_PERMISSION_DENIED",
+                &[&call.name.to_lowercase(), "No permission in user session"],
+            ));
+        }
+        if is_async {
+            return Ok(db::vs(self.start_task(&session, &call.name, args.to_vec())));
+        }
+        self.run(&call.name, args)
+    }
+
+    /// Runs a registered call: reads under a shared view, writes in one
+    /// transaction followed by realization on every touched host.
+    pub fn run(&self, name: &str, args: &[Value]) -> ApiResult<Value> {
+        let call = calls::registry()
+            .lookup(name)
+            .ok_or_else(|| ApiError::new("MESSAGE_METHOD_UNKNOWN", &[name]))?;
+        match &call.handler {
+            Handler::Read(f) => self.store.read(|v| {
+                let t = tables::ViewTables(v);
+                let args = calls::decode_args(&t, call, args)?;
+                f(&Reader { t: &t }, &args)
+            }),
+            Handler::Write(f) => {
+                let res = self.store.write(|txn| {
+                    let mut t = tables::TxnTables(txn);
+                    let args = calls::decode_args(&t, call, args)?;
+                    let mut d = Db::new(&mut t);
+                    let v = f(&mut d, &args)?;
+                    Ok::<_, ApiError>((v, d.realize))
+                });
+                let ((value, hosts), commit) = match res {
+                    Ok(x) => x,
+                    Err(xnet_store::WriteError::Aborted(e)) => return Err(e),
+                    Err(xnet_store::WriteError::Store(e)) => {
+                        return Err(ApiError::internal(format!("store: {e}")))
+                    }
+                };
+                for h in &hosts {
+                    if let Err(e) = self.realizer.realize(h, commit.generation) {
+                        self.compensate(&commit);
+                        for h in &hosts {
+                            let _ = self.realizer.realize(h, self.store.generation());
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    /// Undoes a committed transaction whose realization failed: every record
+    /// still as the transaction left it goes back to its previous state.
+    fn compensate(&self, commit: &xnet_store::Commit<Record>) {
+        let _ = self.store.write(|txn| {
+            for ch in commit.changes.iter().rev() {
+                if txn.get(&ch.table, &ch.key) != ch.after.as_ref() {
+                    continue;
+                }
+                match &ch.before {
+                    Some(r) => txn.put(&ch.table, &ch.key, r.clone()),
+                    None => {
+                        txn.delete(&ch.table, &ch.key);
+                    }
+                }
+            }
+            Ok::<_, ()>(())
+        });
+    }
+
+    fn login(&self, params: &[Value], origin: Origin) -> ApiResult<Value> {
+        if params.len() < 2 || params.len() > 4 {
+            return Err(ApiError::with(
+                "MESSAGE_PARAMETER_COUNT_MISMATCH",
+                vec!["session.login_with_password".into(), "2".into(), params.len().to_string()],
+            ));
+        }
+        let uname = params[0].as_str().unwrap_or("");
+        let pwd = params[1].as_str().unwrap_or("");
+        let originator = params.get(3).and_then(|v| v.as_str()).unwrap_or("");
+        let (role, local) = if origin == Origin::Unix && uname == "root" {
+            (Role::PoolAdmin, true)
+        } else {
+            match self.users.lock().expect("users").check(uname, pwd) {
+                Some(r) => (r, false),
+                None => {
+                    return Err(ApiError::new(
+                        "SESSION_AUTHENTICATION_FAILED",
+                        &[uname, "Authentication failure"],
+                    ))
+                }
+            }
+        };
+        let now = xnet_model::now_datetime();
+        let perms: Vec<&str> = match role {
+            Role::PoolAdmin => vec!["pool-admin"],
+            Role::ReadOnly => vec!["read-only"],
+        };
+        let r = self.store.write(|txn| {
+            let mut t = tables::TxnTables(txn);
+            let mut d = Db::new(&mut t);
+            let host = xnet_model::host::local_host(&d).unwrap_or_default();
+            let pool = xnet_model::Read::pool(&d).unwrap_or_default();
+            let _ = pool;
+            Ok::<_, ApiError>(d.create(
+                &xnet_model::schema::SESSION,
+                vec![
+                    ("this_host", db::vs(host)),
+                    ("last_active", Value::DateTime(now.clone())),
+                    ("validation_time", Value::DateTime(now.clone())),
+                    ("is_local_superuser", Value::Bool(local)),
+                    ("auth_user_name", db::vs(uname)),
+                    ("originator", db::vs(originator)),
+                    ("rbac_permissions", db::sset(&perms)),
+                ],
+            ))
+        });
+        match r {
+            Ok((r, _)) => Ok(db::vs(r)),
+            Err(_) => Err(ApiError::internal("cannot create session")),
+        }
+    }
+
+    fn session_role(&self, session: &str) -> ApiResult<Role> {
+        self.store.read(|v| match v.get("session", session) {
+            Some(rec) => {
+                let ro = db::set_strs(rec, "rbac_permissions").iter().any(|p| p == "read-only");
+                Ok(if ro { Role::ReadOnly } else { Role::PoolAdmin })
+            }
+            None => Err(ApiError::new("SESSION_INVALID", &[session])),
+        })
+    }
+
+    /// Calls that need the session or block: session, event and task calls.
+    fn builtin(
+        self: &Arc<Api>,
+        session: &str,
+        role: Role,
+        name: &str,
+        args: &[Value],
+        is_async: bool,
+    ) -> ApiResult<Option<Value>> {
+        let name = name.replacen('_', ".", usize::from(!name.contains('.')));
+        let count = |n: usize| -> ApiResult<()> {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(ApiError::with(
+                    "MESSAGE_PARAMETER_COUNT_MISMATCH",
+                    vec![name.clone(), n.to_string(), args.len().to_string()],
+                ))
+            }
+        };
+        let arg = |i: usize| args.get(i).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        if is_async && BUILTINS.contains(&name.as_str()) {
+            return Err(ApiError::new("MESSAGE_METHOD_UNKNOWN", &[&format!("Async.{name}")]));
+        }
+        let v = match name.as_str() {
+            "session.logout" | "session.local_logout" => {
+                count(0)?;
+                self.events.unregister_all(session);
+                let s = session.to_string();
+                let _ = self.store.write(|t| {
+                    t.delete("session", &s);
+                    Ok::<_, ()>(())
+                });
+                Value::Nil
+            }
+            "session.get_all_subject_identifiers" => Value::Array(vec![]),
+            "event.from" => {
+                count(3)?;
+                let classes = strings(&args[0]).ok_or_else(|| ApiError::new("FIELD_TYPE_ERROR", &["classes"]))?;
+                let timeout = match &args[2] {
+                    Value::Float(x) => *x,
+                    Value::Int(i) => *i as f64,
+                    Value::String(s) => s.parse().unwrap_or(0.0),
+                    _ => 0.0,
+                };
+                let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+                events::event_from(&self.store, &classes, &arg(1), timeout)?
+            }
+            "event.register" => {
+                count(1)?;
+                let classes = strings(&args[0]).ok_or_else(|| ApiError::new("FIELD_TYPE_ERROR", &["classes"]))?;
+                self.events.register(session, classes, self.store.generation())?;
+                Value::Nil
+            }
+            "event.unregister" => {
+                count(1)?;
+                let classes = strings(&args[0]).unwrap_or_default();
+                self.events.unregister(session, &classes);
+                Value::Nil
+            }
+            "event.next" => {
+                count(0)?;
+                self.events.next(&self.store, session)?
+            }
+            "event.get_current_id" => {
+                count(0)?;
+                Value::Int(self.store.generation() as i64)
+            }
+            "event.inject" => {
+                count(2)?;
+                if role == Role::ReadOnly {
+                    return Err(ApiError::new("RBAC_PERMISSION_DENIED", &["event.inject", "No permission in user session"]));
+                }
+                events::inject(&self.store, &arg(0), &arg(1))?
+            }
+            "task.cancel" => {
+                count(1)?;
+                let t = arg(0);
+                self.store.read(|v| {
+                    v.get("task", &t)
+                        .map(|_| ())
+                        .ok_or_else(|| ApiError::handle_invalid("task", &t))
+                })?;
+                return Err(ApiError::new("OPERATION_NOT_ALLOWED", &["This task cannot be cancelled"]));
+            }
+            "task.destroy" => {
+                count(1)?;
+                let t = arg(0);
+                let r = self.store.write(|txn| {
+                    if txn.delete("task", &t) {
+                        Ok(())
+                    } else {
+                        Err(ApiError::handle_invalid("task", &t))
+                    }
+                });
+                match r {
+                    Ok(_) => Value::Nil,
+                    Err(xnet_store::WriteError::Aborted(e)) => return Err(e),
+                    Err(e) => return Err(ApiError::internal(format!("{e:?}"))),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
+    }
+
+    /// `Async.<call>`: a task record, the call on a worker thread, the
+    /// result (XML-RPC encoded, as XAPI stores it) or the error on the task.
+    fn start_task(self: &Arc<Api>, session: &str, name: &str, args: Vec<Value>) -> String {
+        let now = xnet_model::now_datetime();
+        let label = format!("Async.{name}");
+        let r = self.store.write(|txn| {
+            let mut t = tables::TxnTables(txn);
+            let mut d = Db::new(&mut t);
+            let host = xnet_model::host::local_host(&d).unwrap_or_default();
+            Ok::<_, ApiError>(d.create(
+                &xnet_model::schema::TASK,
+                vec![
+                    ("name_label", db::vs(label.clone())),
+                    ("created", Value::DateTime(now.clone())),
+                    ("status", db::vs("pending")),
+                    ("resident_on", db::vs(host)),
+                    ("session", db::vs(session)),
+                    ("allowed_operations", db::sset(&["cancel"])),
+                ],
+            ))
+        });
+        let task = r.map(|(t, _)| t).unwrap_or_default();
+        let api = Arc::clone(self);
+        let (t2, name) = (task.clone(), name.to_string());
+        std::thread::spawn(move || {
+            let out = api.run(&name, &args);
+            let finished = xnet_model::now_datetime();
+            let _ = api.store.write(|txn| {
+                let Some(mut rec) = txn.get("task", &t2).cloned() else { return Ok::<_, ()>(()) };
+                rec.insert("progress".into(), Value::Float(1.0));
+                rec.insert("finished".into(), Value::DateTime(finished.clone()));
+                rec.insert("allowed_operations".into(), Value::Array(vec![]));
+                match &out {
+                    Ok(v) => {
+                        rec.insert("status".into(), db::vs("success"));
+                        rec.insert("result".into(), db::vs(xapi_wire::xmlrpc::encode_value(v)));
+                    }
+                    Err(e) => {
+                        rec.insert("status".into(), db::vs("failure"));
+                        rec.insert("error_info".into(), db::sset(&e.to_description()));
+                    }
+                }
+                txn.put("task", &t2, rec);
+                Ok(())
+            });
+        });
+        task
+    }
+}
+
+/// Calls answered by `Api::builtin`; none has an Async form.
+const BUILTINS: &[&str] = &[
+    "session.logout",
+    "session.local_logout",
+    "session.get_all_subject_identifiers",
+    "event.from",
+    "event.register",
+    "event.unregister",
+    "event.next",
+    "event.get_current_id",
+    "event.inject",
+    "task.cancel",
+    "task.destroy",
+];
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+}
+
+fn list_methods() -> Value {
+    let mut names: Vec<String> = calls::registry().calls.keys().cloned().collect();
+    names.push("session.login_with_password".into());
+    names.extend(BUILTINS.iter().map(|s| s.to_string()));
+    names.sort();
+    db::sset(&names)
+}
+
+/// A realizer for a store with no agent behind it (tools, tests of the API
+/// alone): it refuses, so nothing claims work that was not done.
+pub struct NoAgent;
+impl Realizer for NoAgent {
+    fn realize(&self, host: &str, _generation: u64) -> Result<(), ApiError> {
+        Err(ApiError::new("HOST_OFFLINE", &[host]))
+    }
+}
