@@ -160,6 +160,10 @@ impl Users {
         self.users.is_empty()
     }
 
+    pub fn contains(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
     /// The user's role if the password is right.
     pub fn check(&self, name: &str, password: &str) -> Option<Role> {
         let u = self.users.get(name)?;

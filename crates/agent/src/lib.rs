@@ -1,0 +1,221 @@
+//! The host agent: compiles this host's records into its desired
+//! configuration, makes Open vSwitch and the kernel hold it (writing only the
+//! difference), reports NICs back, and tells API calls when their change is
+//! realized. Idempotent: an unchanged host gets no write.
+
+pub mod compile;
+mod netif;
+pub mod ovs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use xnet_model::{ApiError, Db, Record, Tables, TablesMut};
+use xnet_store::{Store, Txn, View};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `unix:/path/db.sock`
+    pub ovsdb: String,
+    /// `system` (kernel datapath) or `netdev` (userspace, the lab).
+    pub datapath_type: String,
+    pub resolv_conf: PathBuf,
+    /// Interface names that count as NICs.
+    pub nic_prefixes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("OVSDB: {0}")]
+    Ovsdb(#[from] xnet_ovsdb::OvsdbError),
+    #[error("netlink: {0}")]
+    Netlink(#[from] xnet_rtnl::RtnlError),
+}
+
+#[derive(Default)]
+struct Status {
+    /// The store generation the last finished pass had compiled.
+    realized: u64,
+    /// PIF → error of the last pass.
+    errors: BTreeMap<String, String>,
+    /// A failure of the pass as a whole (OVSDB unreachable, …).
+    failure: Option<String>,
+}
+
+pub struct Agent {
+    store: Arc<Store<Record>>,
+    host: String,
+    settings: Settings,
+    status: Mutex<Status>,
+    done: Condvar,
+    writes: AtomicU64,
+    stop: AtomicBool,
+}
+
+struct ViewT<'a>(&'a View<Record>);
+impl Tables for ViewT<'_> {
+    fn get(&self, c: &str, r: &str) -> Option<&Record> {
+        self.0.get(c, r)
+    }
+    fn scan<'s>(&'s self, c: &str) -> Box<dyn Iterator<Item = (&'s str, &'s Record)> + 's> {
+        Box::new(self.0.iter(c))
+    }
+}
+struct TxnT<'a, 'b>(&'a mut Txn<'b, Record>);
+impl Tables for TxnT<'_, '_> {
+    fn get(&self, c: &str, r: &str) -> Option<&Record> {
+        self.0.get(c, r)
+    }
+    fn scan<'s>(&'s self, c: &str) -> Box<dyn Iterator<Item = (&'s str, &'s Record)> + 's> {
+        Box::new(self.0.iter(c))
+    }
+}
+impl TablesMut for TxnT<'_, '_> {
+    fn put(&mut self, c: &str, r: &str, rec: Record) {
+        self.0.put(c, r, rec)
+    }
+    fn delete(&mut self, c: &str, r: &str) -> bool {
+        self.0.delete(c, r)
+    }
+}
+
+const PASS_INTERVAL: Duration = Duration::from_secs(1);
+const REALIZE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Agent {
+    /// Starts the agent thread in the calling thread's network namespace.
+    pub fn start(store: Arc<Store<Record>>, host: String, settings: Settings) -> Result<Arc<Agent>, AgentError> {
+        let client = xnet_ovsdb::Client::new(&settings.ovsdb)?;
+        let rt = xnet_rtnl::Rtnl::open()?;
+        let agent = Arc::new(Agent {
+            store,
+            host,
+            settings,
+            status: Mutex::new(Status::default()),
+            done: Condvar::new(),
+            writes: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let a = Arc::clone(&agent);
+        std::thread::Builder::new()
+            .name("xnet-agent".into())
+            .spawn(move || a.run(client, rt))
+            .expect("agent thread");
+        Ok(agent)
+    }
+
+    /// OVSDB transactions and netlink changes written so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn run(self: Arc<Self>, client: xnet_ovsdb::Client, mut rt: xnet_rtnl::Rtnl) {
+        let mut netif = netif::NetIf::default();
+        while !self.stop.load(Ordering::SeqCst) {
+            let generation = self.store.generation();
+            let result = self.pass(&client, &mut rt, &mut netif);
+            {
+                let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                st.realized = generation;
+                match result {
+                    Ok(errors) => {
+                        st.errors = errors;
+                        st.failure = None;
+                    }
+                    Err(e) => st.failure = Some(e.to_string()),
+                }
+            }
+            self.done.notify_all();
+            self.store.wait_newer(generation, PASS_INTERVAL);
+        }
+    }
+
+    /// One reconcile pass: inventory, compile, OVS, kernel.
+    fn pass(
+        &self,
+        client: &xnet_ovsdb::Client,
+        rt: &mut xnet_rtnl::Rtnl,
+        netif: &mut netif::NetIf,
+    ) -> Result<BTreeMap<String, String>, AgentError> {
+        let links = rt.links()?;
+        self.report_inventory(&links);
+        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+        let desired = self.store.read(|v| compile::compile(&ViewT(v), &self.host, &names));
+        let w = ovs::reconcile(client, &desired.bridges, &self.settings.datapath_type)?;
+        self.writes.fetch_add(w, Ordering::SeqCst);
+        // Bridge devices appear once vswitchd has processed the transaction.
+        let links = if w > 0 { netif::wait_links(rt, &desired.up, Duration::from_secs(2))? } else { links };
+        let w = netif.apply(rt, &links, &desired, &self.settings.resolv_conf)?;
+        self.writes.fetch_add(w, Ordering::SeqCst);
+        Ok(desired.errors)
+    }
+
+    /// Stores the NICs as PIF inventory and metrics when something changed.
+    fn report_inventory(&self, links: &[xnet_rtnl::Link]) {
+        let mut nics: Vec<&xnet_rtnl::Link> = links
+            .iter()
+            .filter(|l| self.settings.nic_prefixes.iter().any(|p| l.name.starts_with(p.as_str())) && l.mac.is_some())
+            .collect();
+        nics.sort_by_key(|l| xnet_model::pif::device_order_key(&l.name));
+        let nics: Vec<xnet_model::host::Nic> = nics
+            .iter()
+            .enumerate()
+            .map(|(pos, l)| {
+                let ls = xnet_rtnl::ethtool::link_settings(&l.name).ok().flatten();
+                let drv = xnet_rtnl::ethtool::driver_info(&l.name).ok().flatten();
+                xnet_model::host::Nic {
+                    device: l.name.clone(),
+                    mac: xnet_model::helpers::format_mac(l.perm_mac.or(l.mac).unwrap_or_default()),
+                    position: pos as u32,
+                    carrier: l.carrier,
+                    speed_mbps: ls.and_then(|s| s.speed_mbps).map(i64::from).unwrap_or(0),
+                    duplex_full: ls.and_then(|s| s.duplex) == Some(xnet_rtnl::ethtool::Duplex::Full),
+                    driver: drv.map(|d| d.driver).unwrap_or_default(),
+                }
+            })
+            .collect();
+        // The store skips transactions that change nothing.
+        let _ = self.store.write(|t| {
+            let mut tt = TxnT(t);
+            xnet_model::host::set_inventory(&mut Db::new(&mut tt), &self.host, &nics)
+        });
+    }
+
+    /// Blocks until a pass that saw `generation` finished; reports the
+    /// errors of PIFs this generation changed.
+    pub fn realize(&self, host: &str, generation: u64) -> Result<(), ApiError> {
+        if host != self.host {
+            return Err(ApiError::new("HOST_OFFLINE", &[host]));
+        }
+        let deadline = Instant::now() + REALIZE_TIMEOUT;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        // A pass that started before the commit may have missed it: wait for
+        // one that began at or after `generation`.
+        while st.realized < generation {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ApiError::new("PIF_CONFIGURATION_ERROR", &["", "the host agent did not answer in time"]));
+            }
+            st = self.done.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        if let Some(f) = &st.failure {
+            return Err(ApiError::new("PIF_CONFIGURATION_ERROR", &["", f]));
+        }
+        let changed: Vec<String> = match self.store.events_since(generation.saturating_sub(1)) {
+            Ok(evs) => evs.into_iter().filter(|e| e.generation == generation && e.table == "PIF").map(|e| e.key).collect(),
+            Err(_) => vec![],
+        };
+        for (pif, msg) in &st.errors {
+            if changed.contains(pif) {
+                return Err(ApiError::new("PIF_CONFIGURATION_ERROR", &[pif, msg]));
+            }
+        }
+        Ok(())
+    }
+}

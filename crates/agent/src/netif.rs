@@ -1,0 +1,121 @@
+//! The kernel side over netlink: devices up, addresses on xnet's bridge
+//! devices, default and static routes, resolv.conf. Only differences are
+//! written.
+
+use crate::compile::{Desired, RouteSpec};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use xnet_rtnl::{Link, Route, Rtnl, RtnlError};
+
+const RTPROT_STATIC: u8 = 4;
+
+/// Routes this agent installed, so removing a key removes exactly those.
+#[derive(Default)]
+pub struct NetIf {
+    routes: BTreeSet<(IpAddr, u8, IpAddr, String)>,
+}
+
+/// Waits (bounded) until the named devices exist.
+pub fn wait_links(rt: &mut Rtnl, names: &[String], max: Duration) -> Result<Vec<Link>, RtnlError> {
+    let deadline = Instant::now() + max;
+    loop {
+        let links = rt.links()?;
+        let all = names.iter().all(|n| links.iter().any(|l| &l.name == n));
+        if all || Instant::now() >= deadline {
+            return Ok(links);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl NetIf {
+    pub fn apply(&mut self, rt: &mut Rtnl, links: &[Link], d: &Desired, resolv: &Path) -> Result<u64, RtnlError> {
+        let mut writes = 0;
+        let index = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
+        for name in &d.up {
+            if let Some(l) = links.iter().find(|l| &l.name == name) {
+                if !l.admin_up {
+                    rt.set_up(l.index, true)?;
+                    writes += 1;
+                }
+            }
+        }
+        let addrs = rt.addrs(None)?;
+        for (dev, want) in &d.addrs {
+            let Some(ix) = index(dev) else { continue };
+            let have: Vec<(IpAddr, u8)> = addrs
+                .iter()
+                .filter(|a| a.ifindex == ix)
+                .filter(|a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+                .map(|a| (a.addr, a.prefix))
+                .collect();
+            for w in want {
+                if !have.contains(w) {
+                    rt.add_addr(ix, w.0, w.1)?;
+                    writes += 1;
+                }
+            }
+            for h in &have {
+                if !want.contains(h) {
+                    rt.del_addr(ix, h.0, h.1)?;
+                    writes += 1;
+                }
+            }
+        }
+        let devs: Vec<&String> = d.addrs.keys().collect();
+        writes += self.routes(rt, links, &d.routes, &devs)?;
+        if let Some(text) = &d.resolv {
+            if std::fs::read_to_string(resolv).ok().as_deref() != Some(text.as_str()) {
+                let tmp = resolv.with_extension("xnet-tmp");
+                if std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, resolv)).is_ok() {
+                    writes += 1;
+                }
+            }
+        }
+        Ok(writes)
+    }
+
+    fn routes(&mut self, rt: &mut Rtnl, links: &[Link], want: &[RouteSpec], xnet_devices: &[&String]) -> Result<u64, RtnlError> {
+        let mut writes = 0;
+        let have = rt.routes()?;
+        let index = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
+        let mut now = BTreeSet::new();
+        for r in want {
+            let Some(ix) = index(&r.dev) else { continue };
+            let route = Route { dst: r.dst, prefix: r.prefix, gateway: Some(r.gateway), oif: Some(ix), protocol: RTPROT_STATIC, metric: None };
+            let present = have.iter().any(|h| h.dst == r.dst && h.prefix == r.prefix && h.gateway == Some(r.gateway) && h.oif == Some(ix));
+            if !present {
+                match rt.replace_route(&route) {
+                    Ok(()) => writes += 1,
+                    // The gateway is not reachable yet (address not up): next pass.
+                    Err(e) if e.errno() == Some(libc_enetunreach()) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            now.insert((r.dst, r.prefix, r.gateway, r.dev.clone()));
+        }
+        // Ours: static-protocol routes on xnet's bridge devices. Found in the
+        // kernel, so keys removed while the agent was down are cleaned too.
+        let xnet_devs: BTreeSet<u32> = xnet_devices.iter().filter_map(|n| index(n)).collect();
+        for h in &have {
+            let Some(oif) = h.oif else { continue };
+            if h.protocol != RTPROT_STATIC || !xnet_devs.contains(&oif) {
+                continue;
+            }
+            let dev = links.iter().find(|l| l.index == oif).map(|l| l.name.clone()).unwrap_or_default();
+            let key = (h.dst, h.prefix, h.gateway.unwrap_or(h.dst), dev);
+            if h.gateway.is_some() && !now.contains(&key) {
+                rt.del_route(h)?;
+                writes += 1;
+            }
+        }
+        self.routes = now;
+        Ok(writes)
+    }
+}
+
+fn libc_enetunreach() -> i32 {
+    101
+}

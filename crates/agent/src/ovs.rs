@@ -1,0 +1,258 @@
+//! The Open vSwitch backend: reads Bridge/Port/Interface rows, diffs them
+//! against the desired bridges and writes only the difference, in one OVSDB
+//! transaction. Bridges without `external_ids:xnet-managed` are never touched.
+
+use crate::compile::{Bridge, Iface, Port};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use xnet_ovsdb::{atom, Client, OvsdbError};
+
+const DB: &str = "Open_vSwitch";
+
+#[derive(Debug, Default)]
+struct Actual {
+    root: Option<String>,
+    bridges: BTreeMap<String, Value>,
+    ports: BTreeMap<String, Value>,
+    ifaces: BTreeMap<String, Value>,
+}
+
+fn uuid_of_row(r: &Value) -> String {
+    atom::uuid_of(&r["_uuid"]).unwrap_or_default()
+}
+
+fn read(c: &Client) -> Result<Actual, OvsdbError> {
+    let ops = ["Open_vSwitch", "Bridge", "Port", "Interface"]
+        .iter()
+        .map(|t| json!({"op": "select", "table": t, "where": []}))
+        .collect();
+    let r = c.transact(DB, ops)?;
+    let rows = |i: usize| r.get(i).and_then(|x| x["rows"].as_array()).cloned().unwrap_or_default();
+    let by_uuid = |v: Vec<Value>| v.into_iter().map(|r| (uuid_of_row(&r), r)).collect::<BTreeMap<_, _>>();
+    Ok(Actual {
+        root: rows(0).first().map(uuid_of_row),
+        bridges: by_uuid(rows(1)),
+        ports: by_uuid(rows(2)),
+        ifaces: by_uuid(rows(3)),
+    })
+}
+
+fn smap(v: &Value) -> BTreeMap<String, String> {
+    atom::map_pairs(v).into_iter().collect()
+}
+fn opt_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        _ => atom::set_items(v).first().and_then(|x| x.as_i64()),
+    }
+}
+fn opt_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        _ => atom::set_items(v).first().and_then(|x| x.as_str().map(str::to_string)),
+    }
+}
+fn refs(v: &Value) -> Vec<String> {
+    atom::set_items(v).iter().filter_map(atom::uuid_of).collect()
+}
+fn jmap(m: &BTreeMap<String, String>) -> Value {
+    atom::map(&m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
+}
+fn jopt_int(v: Option<i64>) -> Value {
+    match v {
+        Some(x) => json!(x),
+        None => atom::set(vec![]),
+    }
+}
+fn jopt_str(v: &Option<String>) -> Value {
+    match v {
+        Some(x) => json!(x),
+        None => atom::set(vec![]),
+    }
+}
+
+fn iface_row(i: &Iface) -> Value {
+    json!({"name": i.name, "type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config)})
+}
+fn iface_same(i: &Iface, a: &Value) -> bool {
+    a["type"].as_str().unwrap_or("") == i.kind && opt_int(&a["mtu_request"]) == i.mtu && smap(&a["other_config"]) == i.other_config
+}
+fn port_row(p: &Port, ifaces: Value) -> Value {
+    json!({
+        "name": p.name, "interfaces": ifaces, "tag": jopt_int(p.tag), "fake_bridge": p.fake_bridge,
+        "bond_mode": jopt_str(&p.bond_mode), "lacp": jopt_str(&p.lacp),
+        "bond_updelay": p.bond_updelay, "bond_downdelay": p.bond_downdelay, "mac": jopt_str(&p.mac),
+        "other_config": jmap(&p.other_config), "external_ids": jmap(&p.external_ids),
+    })
+}
+fn port_same(p: &Port, a: &Value) -> bool {
+    opt_int(&a["tag"]) == p.tag
+        && a["fake_bridge"].as_bool().unwrap_or(false) == p.fake_bridge
+        && opt_str(&a["bond_mode"]) == p.bond_mode
+        && opt_str(&a["lacp"]) == p.lacp
+        && opt_int(&a["bond_updelay"]).unwrap_or(0) == p.bond_updelay
+        && opt_int(&a["bond_downdelay"]).unwrap_or(0) == p.bond_downdelay
+        && opt_str(&a["mac"]) == p.mac
+        && smap(&a["other_config"]) == p.other_config
+        && smap(&a["external_ids"]) == p.external_ids
+}
+
+/// Makes OVS hold exactly `desired` (for xnet's bridges). Returns the number
+/// of transactions written (0 when nothing differed).
+pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str) -> Result<u64, OvsdbError> {
+    let a = read(c)?;
+    let mut ops: Vec<Value> = vec![];
+    let mut n = 0usize;
+    let mut named = |prefix: &str| {
+        n += 1;
+        format!("{prefix}{n}")
+    };
+    let root_ref = match &a.root {
+        Some(u) => atom::uuid(u),
+        None => {
+            ops.push(json!({"op": "insert", "table": "Open_vSwitch", "row": {}, "uuid-name": "root"}));
+            atom::named("root")
+        }
+    };
+    let root_where = |r: &Value| -> Value {
+        if a.root.is_some() {
+            json!([["_uuid", "==", r]])
+        } else {
+            json!([])
+        }
+    };
+    let by_name: BTreeMap<String, (&String, &Value)> =
+        a.bridges.iter().map(|(u, r)| (r["name"].as_str().unwrap_or("").to_string(), (u, r))).collect();
+    let mut add_bridges = vec![];
+    let mut del_bridges = vec![];
+    for (u, r) in &a.bridges {
+        let name = r["name"].as_str().unwrap_or("");
+        let managed = smap(&r["external_ids"]).get("xnet-managed").map(String::as_str) == Some("true");
+        if managed && !desired.contains_key(name) {
+            del_bridges.push(atom::uuid(u));
+        }
+    }
+    // A port name lives on one bridge only: ports moving between bridges are
+    // removed from the old one in the same transaction.
+    let desired_port_home: BTreeMap<&str, &str> =
+        desired.values().flat_map(|b| b.ports.keys().map(move |p| (p.as_str(), b.name.as_str()))).collect();
+    for br in desired.values() {
+        let mut port_refs = vec![];
+        let existing = by_name.get(&br.name);
+        let existing_ports: BTreeMap<String, (String, &Value)> = existing
+            .map(|(_, r)| {
+                refs(&r["ports"])
+                    .into_iter()
+                    .filter_map(|pu| a.ports.get(&pu).map(|pr| (pr["name"].as_str().unwrap_or("").to_string(), (pu.clone(), pr))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ports_changed = false;
+        for p in br.ports.values() {
+            match existing_ports.get(&p.name) {
+                Some((pu, pr)) => {
+                    // Interfaces by name; any difference in the set rewrites it.
+                    let cur: Vec<(String, &Value)> = refs(&pr["interfaces"])
+                        .into_iter()
+                        .filter_map(|iu| a.ifaces.get(&iu).map(|ir| (iu, ir)))
+                        .collect();
+                    let cur_names: BTreeSet<&str> = cur.iter().map(|(_, r)| r["name"].as_str().unwrap_or("")).collect();
+                    let want_names: BTreeSet<&str> = p.interfaces.iter().map(|i| i.name.as_str()).collect();
+                    let mut iface_refs = vec![];
+                    let mut ifaces_changed = cur_names != want_names;
+                    for i in &p.interfaces {
+                        match cur.iter().find(|(_, r)| r["name"].as_str() == Some(&i.name)) {
+                            Some((iu, ir)) => {
+                                if !iface_same(i, ir) {
+                                    ops.push(json!({"op": "update", "table": "Interface", "where": [["_uuid", "==", atom::uuid(iu)]],
+                                        "row": {"type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config)}}));
+                                }
+                                iface_refs.push(atom::uuid(iu));
+                            }
+                            None => {
+                                let nm = named("i");
+                                ops.push(json!({"op": "insert", "table": "Interface", "row": iface_row(i), "uuid-name": nm}));
+                                iface_refs.push(atom::named(&nm));
+                                ifaces_changed = true;
+                            }
+                        }
+                    }
+                    if ifaces_changed || !port_same(p, pr) {
+                        ops.push(json!({"op": "update", "table": "Port", "where": [["_uuid", "==", atom::uuid(pu)]],
+                            "row": port_row(p, atom::set(iface_refs))}));
+                    }
+                    port_refs.push(atom::uuid(pu));
+                }
+                None => {
+                    let mut iface_refs = vec![];
+                    for i in &p.interfaces {
+                        let nm = named("i");
+                        ops.push(json!({"op": "insert", "table": "Interface", "row": iface_row(i), "uuid-name": nm}));
+                        iface_refs.push(atom::named(&nm));
+                    }
+                    let nm = named("p");
+                    ops.push(json!({"op": "insert", "table": "Port", "row": port_row(p, atom::set(iface_refs)), "uuid-name": nm}));
+                    port_refs.push(atom::named(&nm));
+                    ports_changed = true;
+                }
+            }
+        }
+        // Ports on an xnet bridge that are not desired go (manual additions
+        // too: the bridge is xnet's).
+        if existing_ports.keys().any(|k| !br.ports.contains_key(k)) {
+            ports_changed = true;
+        }
+        match existing {
+            Some((bu, brow)) => {
+                let same = smap(&brow["other_config"]) == br.other_config
+                    && smap(&brow["external_ids"]) == br.external_ids
+                    && brow["datapath_type"].as_str().unwrap_or("") == datapath;
+                if ports_changed || !same {
+                    ops.push(json!({"op": "update", "table": "Bridge", "where": [["_uuid", "==", atom::uuid(bu)]],
+                        "row": {"ports": atom::set(port_refs), "other_config": jmap(&br.other_config),
+                                "external_ids": jmap(&br.external_ids), "datapath_type": datapath}}));
+                }
+            }
+            None => {
+                let nm = named("b");
+                ops.push(json!({"op": "insert", "table": "Bridge", "uuid-name": nm,
+                    "row": {"name": br.name, "ports": atom::set(port_refs), "other_config": jmap(&br.other_config),
+                            "external_ids": jmap(&br.external_ids), "datapath_type": datapath}}));
+                add_bridges.push(atom::named(&nm));
+            }
+        }
+    }
+    // Desired ports currently sitting on another bridge (xnet's or not).
+    for (bname, (bu, brow)) in &by_name {
+        if desired.contains_key(bname) {
+            continue;
+        }
+        let stray: Vec<Value> = refs(&brow["ports"])
+            .into_iter()
+            .filter(|pu| {
+                a.ports
+                    .get(pu)
+                    .and_then(|pr| pr["name"].as_str())
+                    .is_some_and(|n| desired_port_home.get(n).is_some_and(|home| home != bname))
+            })
+            .map(|pu| atom::uuid(&pu))
+            .collect();
+        if !stray.is_empty() && !del_bridges.contains(&atom::uuid(bu)) {
+            ops.push(json!({"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", atom::uuid(bu)]],
+                "mutations": [["ports", "delete", atom::set(stray)]]}));
+        }
+    }
+    if !add_bridges.is_empty() {
+        ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where(&root_ref),
+            "mutations": [["bridges", "insert", atom::set(add_bridges)]]}));
+    }
+    if !del_bridges.is_empty() {
+        ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where(&root_ref),
+            "mutations": [["bridges", "delete", atom::set(del_bridges)]]}));
+    }
+    if ops.is_empty() {
+        return Ok(0);
+    }
+    c.transact(DB, ops)?;
+    Ok(1)
+}

@@ -1,0 +1,205 @@
+//! xnetd: the XenAPI server and the host agent in one process. On the first
+//! start it "installs" the host: discovers NICs and creates the records.
+
+mod config;
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::sync::Arc;
+use xnet_api::{Api, Realizer, Role, Users};
+use xnet_model::{ApiError, Db, Record};
+use xnet_store::{Options, Store};
+
+struct AgentRealizer(Arc<xnet_agent::Agent>);
+impl Realizer for AgentRealizer {
+    fn realize(&self, host: &str, generation: u64) -> Result<(), ApiError> {
+        self.0.realize(host, generation)
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = if args.first().map(String::as_str) == Some("user-add") {
+        user_add(&args[1..])
+    } else {
+        config::parse(&args).and_then(run)
+    };
+    if let Err(e) = r {
+        eprintln!("xnetd: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn user_add(args: &[String]) -> Result<()> {
+    let name = args.first().ok_or_else(|| anyhow!("user-add NAME"))?.clone();
+    if name.is_empty() || name.contains(':') || name.contains('\n') {
+        bail!("user name '{name}' may not be empty or contain ':'");
+    }
+    let (mut role, mut pw, mut dir) = (Role::PoolAdmin, None, std::path::PathBuf::from("/var/lib/xnet"));
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| anyhow!("{a} needs a value"))?;
+        match a.as_str() {
+            "--role" => role = Role::parse(v)?,
+            "--password-file" => pw = Some(std::fs::read_to_string(v)?.trim_end_matches(['\n', '\r']).to_string()),
+            "--state-dir" => dir = v.into(),
+            _ => bail!("unknown option {a}"),
+        }
+    }
+    let pw = pw.ok_or_else(|| anyhow!("--password-file is required"))?;
+    std::fs::create_dir_all(&dir)?;
+    let mut users = Users::load(&dir.join("users"))?;
+    users.set(&name, &pw, role)?;
+    println!("user {name} ({}) saved", role.name());
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// NICs named like the configured prefixes, in natural order (eth2 < eth10).
+fn discover_nics(prefixes: &[String]) -> Result<Vec<xnet_model::host::Nic>> {
+    let mut rt = xnet_rtnl::Rtnl::open().context("netlink")?;
+    let mut links: Vec<_> = rt
+        .links()
+        .context("listing links")?
+        .into_iter()
+        .filter(|l| prefixes.iter().any(|p| l.name.starts_with(p.as_str())))
+        .filter(|l| l.mac.is_some())
+        .collect();
+    links.sort_by_key(|l| xnet_model::pif::device_order_key(&l.name));
+    Ok(links
+        .into_iter()
+        .enumerate()
+        .map(|(pos, l)| xnet_model::host::Nic {
+            device: l.name.clone(),
+            mac: xnet_model::helpers::format_mac(l.perm_mac.or(l.mac).unwrap_or_default()),
+            position: pos as u32,
+            carrier: l.carrier,
+            speed_mbps: 0,
+            duplex_full: false,
+            driver: String::new(),
+        })
+        .collect())
+}
+
+fn first_start(store: &Store<Record>, cfg: &config::Config) -> Result<()> {
+    let empty = store.read(|v| v.iter("host").next().is_none());
+    if !empty {
+        return Ok(());
+    }
+    let nics = discover_nics(&cfg.nic_prefixes)?;
+    if nics.is_empty() {
+        eprintln!("xnetd: no NIC named {:?} found; the host starts without PIFs", cfg.nic_prefixes);
+    }
+    if let Some(dev) = &cfg.management.device {
+        if !nics.iter().any(|n| &n.device == dev) {
+            bail!("management device {dev} is not among the NICs found");
+        }
+    }
+    let setup = xnet_model::install::Setup {
+        hostname: cfg.hostname.clone().unwrap_or_else(hostname),
+        backend: "openvswitch".into(),
+        nics,
+        management: cfg.management.clone(),
+    };
+    let r = store.write(|txn| {
+        let mut t = xnet_api::tables::TxnTables(txn);
+        let mut d = Db::new(&mut t);
+        xnet_model::install::install(&mut d, &setup)
+    });
+    match r {
+        Ok((host, _)) => {
+            eprintln!("xnetd: installed host {host} with {} NIC(s)", setup.nics.len());
+            Ok(())
+        }
+        Err(e) => bail!("first start failed: {e:?}"),
+    }
+}
+
+fn run(cfg: config::Config) -> Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir).with_context(|| format!("{}", cfg.state_dir.display()))?;
+    std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("{}", cfg.run_dir.display()))?;
+    let store = Arc::new(Store::open(
+        &cfg.state_dir.join("db"),
+        Options {
+            volatile_tables: xnet_api::volatile_tables(),
+            ..Options::default()
+        },
+    )?);
+    first_start(&store, &cfg)?;
+
+    let users_path = cfg.state_dir.join("users");
+    let mut users = Users::load(&users_path)?;
+    if !users.contains("root") {
+        let pw = match &cfg.root_password {
+            Some(p) => p.clone(),
+            None => {
+                let mut b = [0u8; 12];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+                    .context("random password")?;
+                let p: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                let path = cfg.state_dir.join("root-password");
+                std::fs::write(&path, format!("{p}\n"))?;
+                eprintln!("xnetd: generated a password for root in {}", path.display());
+                p
+            }
+        };
+        users.set("root", &pw, Role::PoolAdmin)?;
+    }
+
+    let host = store.read(|v| {
+        v.iter("pool")
+            .next()
+            .map(|(_, r)| xnet_model::db::s(r, "master").to_string())
+    });
+    let host = host.ok_or_else(|| anyhow!("the store has no pool record"))?;
+    let realizer: Arc<dyn Realizer> = if cfg.agent {
+        let agent = xnet_agent::Agent::start(
+            Arc::clone(&store),
+            host.clone(),
+            xnet_agent::Settings {
+                ovsdb: cfg.ovsdb.clone(),
+                datapath_type: cfg.datapath.clone(),
+                resolv_conf: cfg.resolv_conf.clone(),
+                nic_prefixes: cfg.nic_prefixes.clone(),
+            },
+        )
+        .map_err(|e| anyhow!("starting the agent: {e}"))?;
+        Arc::new(AgentRealizer(agent))
+    } else {
+        Arc::new(xnet_api::NoAgent)
+    };
+    let api = Api::new(Arc::clone(&store), users, realizer);
+
+    let sock = cfg.run_dir.join("xapi.sock");
+    let _ = std::fs::remove_file(&sock);
+    let ul = std::os::unix::net::UnixListener::bind(&sock).with_context(|| format!("{}", sock.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    let mut threads = vec![];
+    {
+        let api = Arc::clone(&api);
+        threads.push(std::thread::spawn(move || xnet_api::http::serve_unix(api, ul)));
+    }
+    if let Some(addr) = cfg.http_listen {
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let api = Arc::clone(&api);
+        threads.push(std::thread::spawn(move || xnet_api::http::serve_tcp(api, l, None)));
+    }
+    if let Some(addr) = cfg.listen {
+        let names = vec![cfg.hostname.clone().unwrap_or_else(hostname), "localhost".into()];
+        let tls = xnet_api::tls::server_config(&cfg.state_dir, &names)?;
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let api = Arc::clone(&api);
+        threads.push(std::thread::spawn(move || xnet_api::http::serve_tcp(api, l, Some(tls))));
+    }
+    eprintln!("xnetd: serving on {}", sock.display());
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
