@@ -88,7 +88,11 @@ fn bond_port(d: &Reader, bond: &str, master: &Record, slaves: &[Record], mtu: i6
         name: s(master, "device").to_string(),
         interfaces: slaves
             .iter()
-            .map(|sl| Iface { name: s(sl, "device").into(), mtu: Some(mtu), ..Default::default() })
+            .map(|sl| Iface {
+                name: s(sl, "device").into(),
+                mtu: Some(mtu),
+                ..Default::default()
+            })
             .collect(),
         mac: Some(s(master, "MAC").to_string()),
         bond_updelay: 31000,
@@ -100,8 +104,18 @@ fn bond_port(d: &Reader, bond: &str, master: &Record, slaves: &[Record], mtu: i6
     oc.insert("bond-detect-mode".to_string(), "carrier".to_string());
     if mode == "lacp" {
         p.lacp = Some("active".into());
-        let hash = props.get("hashing_algorithm").map(String::as_str).unwrap_or("tcpudp_ports");
-        p.bond_mode = Some(if hash == "src_mac" { "balance-slb" } else { "balance-tcp" }.into());
+        let hash = props
+            .get("hashing_algorithm")
+            .map(String::as_str)
+            .unwrap_or("tcpudp_ports");
+        p.bond_mode = Some(
+            if hash == "src_mac" {
+                "balance-slb"
+            } else {
+                "balance-tcp"
+            }
+            .into(),
+        );
         for k in ["lacp-time", "lacp-fallback-ab"] {
             if let Some(v) = props.get(k) {
                 oc.insert(k.to_string(), v.clone());
@@ -109,7 +123,8 @@ fn bond_port(d: &Reader, bond: &str, master: &Record, slaves: &[Record], mtu: i6
         }
         if let Some(key) = props.get("lacp-aggregation-key") {
             for ifc in &mut p.interfaces {
-                ifc.other_config.insert("lacp-aggregation-key".into(), key.clone());
+                ifc.other_config
+                    .insert("lacp-aggregation-key".into(), key.clone());
             }
         }
     } else {
@@ -138,10 +153,15 @@ fn bond_port(d: &Reader, bond: &str, master: &Record, slaves: &[Record], mtu: i6
 }
 
 fn new_bridge(name: &str, net_uuids: &str, datapath_mac: Option<&str>) -> Bridge {
-    let mut b = Bridge { name: name.to_string(), ..Default::default() };
+    let mut b = Bridge {
+        name: name.to_string(),
+        ..Default::default()
+    };
     b.external_ids.insert("xnet-managed".into(), "true".into());
-    b.external_ids.insert("xs-network-uuids".into(), net_uuids.into());
-    b.other_config.insert("mac-table-size".into(), "10000".into());
+    b.external_ids
+        .insert("xs-network-uuids".into(), net_uuids.into());
+    b.other_config
+        .insert("mac-table-size".into(), "10000".into());
     if let Some(mac) = datapath_mac {
         b.other_config.insert("hwaddr".into(), mac.into());
     }
@@ -149,7 +169,11 @@ fn new_bridge(name: &str, net_uuids: &str, datapath_mac: Option<&str>) -> Bridge
         name.to_string(),
         Port {
             name: name.to_string(),
-            interfaces: vec![Iface { name: name.into(), kind: "internal".into(), ..Default::default() }],
+            interfaces: vec![Iface {
+                name: name.into(),
+                kind: "internal".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         },
     );
@@ -163,8 +187,15 @@ pub fn static_routes(text: &str, dev: &str) -> Vec<RouteSpec> {
     for item in text.split(',').map(str::trim).filter(|x| !x.is_empty()) {
         let parts: Vec<&str> = item.split('/').collect();
         let parsed = (|| {
-            let [net, len, gw] = parts.as_slice() else { return None };
-            Some(RouteSpec { dst: net.parse().ok()?, prefix: len.parse().ok()?, gateway: gw.parse().ok()?, dev: dev.into() })
+            let [net, len, gw] = parts.as_slice() else {
+                return None;
+            };
+            Some(RouteSpec {
+                dst: net.parse().ok()?,
+                prefix: len.parse().ok()?,
+                gateway: gw.parse().ok()?,
+                dev: dev.into(),
+            })
         })();
         match parsed {
             Some(r) => out.push(r),
@@ -177,10 +208,17 @@ pub fn static_routes(text: &str, dev: &str) -> Vec<RouteSpec> {
 /// The bridge of a physical, bond-master or tunnel-access PIF.
 fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
     let t = d.t;
-    let nr = t.get("network", s(pif, "network")).cloned().unwrap_or_default();
+    let nr = t
+        .get("network", s(pif, "network"))
+        .cloned()
+        .unwrap_or_default();
     let bridge = s(&nr, "bridge").to_string();
     let kind = h::pif_kind(d, pref);
-    if bridge.is_empty() || h::is_bond_slave(d, pref) || kind == PifKind::VlanUntagged || kind == PifKind::SriovLogical {
+    if bridge.is_empty()
+        || h::is_bond_slave(d, pref)
+        || kind == PifKind::VlanUntagged
+        || kind == PifKind::SriovLogical
+    {
         return;
     }
     let mut br = new_bridge(&bridge, s(&nr, "uuid"), Some(s(pif, "MAC")));
@@ -193,14 +231,29 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
             let dev = s(pif, "device").to_string();
             br.ports.insert(
                 dev.clone(),
-                Port { name: dev.clone(), interfaces: vec![Iface { name: dev.clone(), mtu: Some(mtu), ..Default::default() }], ..Default::default() },
+                Port {
+                    name: dev.clone(),
+                    interfaces: vec![Iface {
+                        name: dev.clone(),
+                        mtu: Some(mtu),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
             );
             out.up.push(dev);
         }
         PifKind::BondMaster => {
-            let bond = d.children("Bond", "master", pref).first().cloned().unwrap_or_default();
-            let mut slaves: Vec<Record> =
-                d.children("PIF", "bond_slave_of", &bond).iter().filter_map(|x| t.get("PIF", x).cloned()).collect();
+            let bond = d
+                .children("Bond", "master", pref)
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            let mut slaves: Vec<Record> = d
+                .children("PIF", "bond_slave_of", &bond)
+                .iter()
+                .filter_map(|x| t.get("PIF", x).cloned())
+                .collect();
             slaves.sort_by_key(|r| xnet_model::pif::device_order_key(s(r, "device")));
             for sl in &slaves {
                 out.up.push(s(sl, "device").to_string());
@@ -208,7 +261,15 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
             let port = if slaves.len() == 1 {
                 // "Sometimes a Bond is not actually a bond": one member is a plain port.
                 let dev = s(&slaves[0], "device").to_string();
-                Port { name: dev.clone(), interfaces: vec![Iface { name: dev, mtu: Some(mtu), ..Default::default() }], ..Default::default() }
+                Port {
+                    name: dev.clone(),
+                    interfaces: vec![Iface {
+                        name: dev,
+                        mtu: Some(mtu),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }
             } else {
                 bond_port(d, &bond, pif, &slaves, mtu)
             };
@@ -242,8 +303,14 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
             continue;
         }
         let nr = net(s(pif, "network"));
-        let vlan = t.get("VLAN", s(pif, "VLAN_master_of")).cloned().unwrap_or_default();
-        let tagged = t.get("PIF", s(&vlan, "tagged_PIF")).cloned().unwrap_or_default();
+        let vlan = t
+            .get("VLAN", s(pif, "VLAN_master_of"))
+            .cloned()
+            .unwrap_or_default();
+        let tagged = t
+            .get("PIF", s(&vlan, "tagged_PIF"))
+            .cloned()
+            .unwrap_or_default();
         let parent_net = net(s(&tagged, "network"));
         let parent = s(&parent_net, "bridge").to_string();
         let vbr = s(&nr, "bridge").to_string();
@@ -252,7 +319,10 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
             real_bridge(&d, s(&vlan, "tagged_PIF"), &tagged, &mut out);
         }
         let Some(pb) = out.bridges.get_mut(&parent) else {
-            out.errors.insert(pref.clone(), format!("VLAN parent bridge {parent} is not plugged"));
+            out.errors.insert(
+                pref.clone(),
+                format!("VLAN parent bridge {parent} is not plugged"),
+            );
             continue;
         };
         let ids = format!("{};{}", s(&nr, "uuid"), s(&parent_net, "uuid"));
@@ -263,7 +333,12 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
             vbr.clone(),
             Port {
                 name: vbr.clone(),
-                interfaces: vec![Iface { name: vbr.clone(), kind: "internal".into(), mtu: Some(mtu(pif, &nr)), ..Default::default() }],
+                interfaces: vec![Iface {
+                    name: vbr.clone(),
+                    kind: "internal".into(),
+                    mtu: Some(mtu(pif, &nr)),
+                    ..Default::default()
+                }],
                 tag: Some(i(pif, "VLAN")),
                 fake_bridge: true,
                 external_ids: ext,
@@ -277,8 +352,13 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
         if !b(vif, "currently_attached") {
             continue;
         }
-        let Some(vm) = t.get("VM", s(vif, "VM")) else { continue };
-        if s(vm, "resident_on") != host || s(vm, "power_state") != "Running" || b(vm, "is_control_domain") {
+        let Some(vm) = t.get("VM", s(vif, "VM")) else {
+            continue;
+        };
+        if s(vm, "resident_on") != host
+            || s(vm, "power_state") != "Running"
+            || b(vm, "is_control_domain")
+        {
             continue;
         }
         let dev = format!("vif{}.{}", i(vm, "domid"), s(vif, "device"));
@@ -288,16 +368,19 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
         let nr = net(s(vif, "network"));
         let nb = s(&nr, "bridge").to_string();
         // A VLAN network's VIFs sit on the parent bridge with the tag.
-        let fake = out
-            .bridges
-            .values()
-            .find_map(|br| br.ports.get(&nb).filter(|p| p.fake_bridge).map(|p| (br.name.clone(), p.tag)));
+        let fake = out.bridges.values().find_map(|br| {
+            br.ports
+                .get(&nb)
+                .filter(|p| p.fake_bridge)
+                .map(|p| (br.name.clone(), p.tag))
+        });
         let (target, tag) = match fake {
             Some((parent, tag)) => (parent, tag),
             None => {
                 if !out.bridges.contains_key(&nb) && !nb.is_empty() {
                     // An internal network: a port-less bridge of its own.
-                    out.bridges.insert(nb.clone(), new_bridge(&nb, s(&nr, "uuid"), None));
+                    out.bridges
+                        .insert(nb.clone(), new_bridge(&nb, s(&nr, "uuid"), None));
                     out.up.push(nb.clone());
                 }
                 (nb.clone(), None)
@@ -308,11 +391,23 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
         ext.insert("xs-vm-uuid".to_string(), s(vm, "uuid").to_string());
         ext.insert("xs-network-uuid".to_string(), s(&nr, "uuid").to_string());
         ext.insert("attached-mac".to_string(), s(vif, "MAC").to_string());
-        let vmtu = mget(vif, "other_config", "mtu").and_then(|x| x.parse().ok()).unwrap_or_else(|| i(&nr, "MTU"));
+        let vmtu = mget(vif, "other_config", "mtu")
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| i(&nr, "MTU"));
         if let Some(br) = out.bridges.get_mut(&target) {
             br.ports.insert(
                 dev.clone(),
-                Port { name: dev.clone(), interfaces: vec![Iface { name: dev.clone(), mtu: Some(vmtu), ..Default::default() }], tag, external_ids: ext, ..Default::default() },
+                Port {
+                    name: dev.clone(),
+                    interfaces: vec![Iface {
+                        name: dev.clone(),
+                        mtu: Some(vmtu),
+                        ..Default::default()
+                    }],
+                    tag,
+                    external_ids: ext,
+                    ..Default::default()
+                },
             );
             out.up.push(dev);
         }
@@ -333,18 +428,31 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
         }
         match s(pif, "ip_configuration_mode") {
             "Static" => {
-                let (Ok(ip), Some(len)) = (s(pif, "IP").parse::<IpAddr>(), h::netmask_prefix(s(pif, "netmask"))) else {
-                    out.errors.insert(pref.clone(), "static IP configuration is incomplete".into());
+                let (Ok(ip), Some(len)) = (
+                    s(pif, "IP").parse::<IpAddr>(),
+                    h::netmask_prefix(s(pif, "netmask")),
+                ) else {
+                    out.errors
+                        .insert(pref.clone(), "static IP configuration is incomplete".into());
                     continue;
                 };
                 out.addrs.entry(dev.clone()).or_default().push((ip, len));
-                let is_gw = b(pif, "management") || mget(pif, "other_config", "defaultroute") == Some("true");
-                if is_gw && !s(pif, "gateway").is_empty() && (gateway.is_none() || b(pif, "management")) {
+                let is_gw = b(pif, "management")
+                    || mget(pif, "other_config", "defaultroute") == Some("true");
+                if is_gw
+                    && !s(pif, "gateway").is_empty()
+                    && (gateway.is_none() || b(pif, "management"))
+                {
                     gateway = Some((s(pif, "gateway").to_string(), dev.clone()));
                 }
                 if b(pif, "management") || mget(pif, "other_config", "peerdns") == Some("true") {
-                    let ns: Vec<&str> = s(pif, "DNS").split(',').filter(|x| !x.is_empty()).collect();
-                    let domains: Vec<&str> = mget(pif, "other_config", "domain").unwrap_or("").split(',').filter(|x| !x.is_empty()).collect();
+                    let ns: Vec<&str> =
+                        s(pif, "DNS").split(',').filter(|x| !x.is_empty()).collect();
+                    let domains: Vec<&str> = mget(pif, "other_config", "domain")
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|x| !x.is_empty())
+                        .collect();
                     let mut text = String::from("# written by xnet from the management PIF\n");
                     if !domains.is_empty() {
                         text.push_str(&format!("search {}\n", domains.join(" ")));
@@ -356,13 +464,17 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
                 }
             }
             "DHCP" => {
-                out.errors.insert(pref.clone(), "DHCP is not supported by this xnet build (use Static)".into());
+                out.errors.insert(
+                    pref.clone(),
+                    "DHCP is not supported by this xnet build (use Static)".into(),
+                );
             }
             _ => {}
         }
         for (k, v) in m(&nr, "other_config") {
             if k == "static-routes" {
-                out.routes.extend(static_routes(v.as_str().unwrap_or(""), &dev));
+                out.routes
+                    .extend(static_routes(v.as_str().unwrap_or(""), &dev));
             }
         }
     }
@@ -372,8 +484,17 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
     }
     if let Some((gw, dev)) = gateway {
         if let Ok(g) = gw.parse::<IpAddr>() {
-            let any: IpAddr = if g.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
-            out.routes.push(RouteSpec { dst: any, prefix: 0, gateway: g, dev });
+            let any: IpAddr = if g.is_ipv4() {
+                "0.0.0.0".parse().unwrap()
+            } else {
+                "::".parse().unwrap()
+            };
+            out.routes.push(RouteSpec {
+                dst: any,
+                prefix: 0,
+                gateway: g,
+                dev,
+            });
         }
     }
     out.resolv = resolv;
@@ -396,16 +517,36 @@ mod tests {
             hostname: "h".into(),
             backend: "openvswitch".into(),
             nics: (0..4)
-                .map(|n| Nic { device: format!("eth{n}"), mac: format!("52:54:00:00:30:0{n}"), position: n, carrier: true, speed_mbps: 0, duplex_full: false, driver: String::new() })
+                .map(|n| Nic {
+                    device: format!("eth{n}"),
+                    mac: format!("52:54:00:00:30:0{n}"),
+                    position: n,
+                    carrier: true,
+                    speed_mbps: 0,
+                    duplex_full: false,
+                    driver: String::new(),
+                })
                 .collect(),
-            management: Management { device: Some("eth0".into()), mode: "static".into(), ip: "10.1.0.2".into(), netmask: "255.255.255.0".into(), gateway: "10.1.0.1".into(), dns: "10.1.0.53".into(), domain: "a.example,b.example".into() },
+            management: Management {
+                device: Some("eth0".into()),
+                mode: "static".into(),
+                ip: "10.1.0.2".into(),
+                netmask: "255.255.255.0".into(),
+                gateway: "10.1.0.1".into(),
+                dns: "10.1.0.53".into(),
+                domain: "a.example,b.example".into(),
+            },
         };
         let h = install(&mut Db::new(&mut t), &setup).unwrap();
         (t, h)
     }
 
     fn pif(t: &MemTables, dev: &str) -> String {
-        t.tables["PIF"].iter().find(|(_, r)| s(r, "device") == dev && b(r, "physical")).map(|(k, _)| k.clone()).unwrap()
+        t.tables["PIF"]
+            .iter()
+            .find(|(_, r)| s(r, "device") == dev && b(r, "physical"))
+            .map(|(k, _)| k.clone())
+            .unwrap()
     }
 
     #[test]
@@ -417,7 +558,11 @@ mod tests {
         assert_eq!(br.other_config["hwaddr"], "52:54:00:00:30:00");
         assert_eq!(d.addrs["xenbr0"], vec![("10.1.0.2".parse().unwrap(), 24)]);
         assert_eq!(d.routes[0].prefix, 0);
-        assert!(d.resolv.as_ref().unwrap().contains("search a.example b.example\nnameserver 10.1.0.53\n"));
+        assert!(d
+            .resolv
+            .as_ref()
+            .unwrap()
+            .contains("search a.example b.example\nnameserver 10.1.0.53\n"));
         assert_eq!(d.bridges.len(), 1, "unplugged NICs have no bridge");
     }
 
@@ -426,10 +571,39 @@ mod tests {
         let (mut t, h) = host();
         let (eth1, eth2, eth3) = (pif(&t, "eth1"), pif(&t, "eth2"), pif(&t, "eth3"));
         let mut d = Db::new(&mut t);
-        let n = xnet_model::network::create(&mut d, [("name_label".to_string(), db::vs("v")), ("other_config".to_string(), db::smap(&[("static-routes", "10.9.0.0/24/10.1.0.254")]))].into_iter().collect()).unwrap();
+        let n = xnet_model::network::create(
+            &mut d,
+            [
+                ("name_label".to_string(), db::vs("v")),
+                (
+                    "other_config".to_string(),
+                    db::smap(&[("static-routes", "10.9.0.0/24/10.1.0.254")]),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .unwrap();
         xnet_model::vlan::create(&mut d, &eth1, 10, &n).unwrap();
-        let bn = xnet_model::network::create(&mut d, [("name_label".to_string(), db::vs("b")), ("other_config".to_string(), db::smap(&[]))].into_iter().collect()).unwrap();
-        let bond = xnet_model::bond::create(&mut d, &bn, &[eth2, eth3], "", "lacp", &[("hashing_algorithm".into(), "src_mac".into())]).unwrap();
+        let bn = xnet_model::network::create(
+            &mut d,
+            [
+                ("name_label".to_string(), db::vs("b")),
+                ("other_config".to_string(), db::smap(&[])),
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .unwrap();
+        let bond = xnet_model::bond::create(
+            &mut d,
+            &bn,
+            &[eth2, eth3],
+            "",
+            "lacp",
+            &[("hashing_algorithm".into(), "src_mac".into())],
+        )
+        .unwrap();
         let _ = bond;
         let out = compile(&t, &h, &[]);
         let vbr = s(&t.tables["network"][&n], "bridge").to_string();
@@ -438,7 +612,13 @@ mod tests {
         assert_eq!(p.tag, Some(10));
         let bbr = s(&t.tables["network"][&bn], "bridge").to_string();
         let bp = &out.bridges[&bbr].ports["bond0"];
-        assert_eq!(bp.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["eth2", "eth3"]);
+        assert_eq!(
+            bp.interfaces
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["eth2", "eth3"]
+        );
         assert_eq!(bp.lacp.as_deref(), Some("active"));
         assert_eq!(bp.bond_mode.as_deref(), Some("balance-slb"));
         assert_eq!(static_routes("10.9.0.0/24/10.1.0.254,bad", "x"), vec![]);

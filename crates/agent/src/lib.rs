@@ -86,7 +86,11 @@ const REALIZE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Agent {
     /// Starts the agent thread in the calling thread's network namespace.
-    pub fn start(store: Arc<Store<Record>>, host: String, settings: Settings) -> Result<Arc<Agent>, AgentError> {
+    pub fn start(
+        store: Arc<Store<Record>>,
+        host: String,
+        settings: Settings,
+    ) -> Result<Arc<Agent>, AgentError> {
         let client = xnet_ovsdb::Client::new(&settings.ovsdb)?;
         let rt = xnet_rtnl::Rtnl::open()?;
         let agent = Arc::new(Agent {
@@ -146,11 +150,17 @@ impl Agent {
         let links = rt.links()?;
         self.report_inventory(&links);
         let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
-        let desired = self.store.read(|v| compile::compile(&ViewT(v), &self.host, &names));
+        let desired = self
+            .store
+            .read(|v| compile::compile(&ViewT(v), &self.host, &names));
         let w = ovs::reconcile(client, &desired.bridges, &self.settings.datapath_type)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
         // Bridge devices appear once vswitchd has processed the transaction.
-        let links = if w > 0 { netif::wait_links(rt, &desired.up, Duration::from_secs(2))? } else { links };
+        let links = if w > 0 {
+            netif::wait_links(rt, &desired.up, Duration::from_secs(2))?
+        } else {
+            links
+        };
         let w = netif.apply(rt, &links, &desired, &self.settings.resolv_conf)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
         Ok(desired.errors)
@@ -160,7 +170,13 @@ impl Agent {
     fn report_inventory(&self, links: &[xnet_rtnl::Link]) {
         let mut nics: Vec<&xnet_rtnl::Link> = links
             .iter()
-            .filter(|l| self.settings.nic_prefixes.iter().any(|p| l.name.starts_with(p.as_str())) && l.mac.is_some())
+            .filter(|l| {
+                self.settings
+                    .nic_prefixes
+                    .iter()
+                    .any(|p| l.name.starts_with(p.as_str()))
+                    && l.mac.is_some()
+            })
             .collect();
         nics.sort_by_key(|l| xnet_model::pif::device_order_key(&l.name));
         let nics: Vec<xnet_model::host::Nic> = nics
@@ -175,7 +191,8 @@ impl Agent {
                     position: pos as u32,
                     carrier: l.carrier,
                     speed_mbps: ls.and_then(|s| s.speed_mbps).map(i64::from).unwrap_or(0),
-                    duplex_full: ls.and_then(|s| s.duplex) == Some(xnet_rtnl::ethtool::Duplex::Full),
+                    duplex_full: ls.and_then(|s| s.duplex)
+                        == Some(xnet_rtnl::ethtool::Duplex::Full),
                     driver: drv.map(|d| d.driver).unwrap_or_default(),
                 }
             })
@@ -200,15 +217,26 @@ impl Agent {
         while st.realized < generation {
             let now = Instant::now();
             if now >= deadline {
-                return Err(ApiError::new("PIF_CONFIGURATION_ERROR", &["", "the host agent did not answer in time"]));
+                return Err(ApiError::new(
+                    "PIF_CONFIGURATION_ERROR",
+                    &["", "the host agent did not answer in time"],
+                ));
             }
-            st = self.done.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            st = self
+                .done
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         if let Some(f) = &st.failure {
             return Err(ApiError::new("PIF_CONFIGURATION_ERROR", &["", f]));
         }
         let changed: Vec<String> = match self.store.events_since(generation.saturating_sub(1)) {
-            Ok(evs) => evs.into_iter().filter(|e| e.generation == generation && e.table == "PIF").map(|e| e.key).collect(),
+            Ok(evs) => evs
+                .into_iter()
+                .filter(|e| e.generation == generation && e.table == "PIF")
+                .map(|e| e.key)
+                .collect(),
             Err(_) => vec![],
         };
         for (pif, msg) in &st.errors {

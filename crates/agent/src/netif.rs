@@ -31,7 +31,13 @@ pub fn wait_links(rt: &mut Rtnl, names: &[String], max: Duration) -> Result<Vec<
 }
 
 impl NetIf {
-    pub fn apply(&mut self, rt: &mut Rtnl, links: &[Link], d: &Desired, resolv: &Path) -> Result<u64, RtnlError> {
+    pub fn apply(
+        &mut self,
+        rt: &mut Rtnl,
+        links: &[Link],
+        d: &Desired,
+        resolv: &Path,
+    ) -> Result<u64, RtnlError> {
         let mut writes = 0;
         let index = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
         for name in &d.up {
@@ -48,7 +54,9 @@ impl NetIf {
             let have: Vec<(IpAddr, u8)> = addrs
                 .iter()
                 .filter(|a| a.ifindex == ix)
-                .filter(|a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+                .filter(
+                    |a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80),
+                )
                 .map(|a| (a.addr, a.prefix))
                 .collect();
             for w in want {
@@ -69,7 +77,10 @@ impl NetIf {
         if let Some(text) = &d.resolv {
             if std::fs::read_to_string(resolv).ok().as_deref() != Some(text.as_str()) {
                 let tmp = resolv.with_extension("xnet-tmp");
-                if std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, resolv)).is_ok() {
+                if std::fs::write(&tmp, text)
+                    .and_then(|_| std::fs::rename(&tmp, resolv))
+                    .is_ok()
+                {
                     writes += 1;
                 }
             }
@@ -77,15 +88,33 @@ impl NetIf {
         Ok(writes)
     }
 
-    fn routes(&mut self, rt: &mut Rtnl, links: &[Link], want: &[RouteSpec], xnet_devices: &[&String]) -> Result<u64, RtnlError> {
+    fn routes(
+        &mut self,
+        rt: &mut Rtnl,
+        links: &[Link],
+        want: &[RouteSpec],
+        xnet_devices: &[&String],
+    ) -> Result<u64, RtnlError> {
         let mut writes = 0;
         let have = rt.routes()?;
         let index = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
         let mut now = BTreeSet::new();
         for r in want {
             let Some(ix) = index(&r.dev) else { continue };
-            let route = Route { dst: r.dst, prefix: r.prefix, gateway: Some(r.gateway), oif: Some(ix), protocol: RTPROT_STATIC, metric: None };
-            let present = have.iter().any(|h| h.dst == r.dst && h.prefix == r.prefix && h.gateway == Some(r.gateway) && h.oif == Some(ix));
+            let route = Route {
+                dst: r.dst,
+                prefix: r.prefix,
+                gateway: Some(r.gateway),
+                oif: Some(ix),
+                protocol: RTPROT_STATIC,
+                metric: None,
+            };
+            let present = have.iter().any(|h| {
+                h.dst == r.dst
+                    && h.prefix == r.prefix
+                    && h.gateway == Some(r.gateway)
+                    && h.oif == Some(ix)
+            });
             if !present {
                 match rt.replace_route(&route) {
                     Ok(()) => writes += 1,
@@ -104,7 +133,11 @@ impl NetIf {
             if h.protocol != RTPROT_STATIC || !xnet_devs.contains(&oif) {
                 continue;
             }
-            let dev = links.iter().find(|l| l.index == oif).map(|l| l.name.clone()).unwrap_or_default();
+            let dev = links
+                .iter()
+                .find(|l| l.index == oif)
+                .map(|l| l.name.clone())
+                .unwrap_or_default();
             let key = (h.dst, h.prefix, h.gateway.unwrap_or(h.dst), dev);
             if h.gateway.is_some() && !now.contains(&key) {
                 rt.del_route(h)?;

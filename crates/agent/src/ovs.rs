@@ -27,8 +27,17 @@ fn read(c: &Client) -> Result<Actual, OvsdbError> {
         .map(|t| json!({"op": "select", "table": t, "where": []}))
         .collect();
     let r = c.transact(DB, ops)?;
-    let rows = |i: usize| r.get(i).and_then(|x| x["rows"].as_array()).cloned().unwrap_or_default();
-    let by_uuid = |v: Vec<Value>| v.into_iter().map(|r| (uuid_of_row(&r), r)).collect::<BTreeMap<_, _>>();
+    let rows = |i: usize| {
+        r.get(i)
+            .and_then(|x| x["rows"].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let by_uuid = |v: Vec<Value>| {
+        v.into_iter()
+            .map(|r| (uuid_of_row(&r), r))
+            .collect::<BTreeMap<_, _>>()
+    };
     Ok(Actual {
         root: rows(0).first().map(uuid_of_row),
         bridges: by_uuid(rows(1)),
@@ -49,14 +58,23 @@ fn opt_int(v: &Value) -> Option<i64> {
 fn opt_str(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        _ => atom::set_items(v).first().and_then(|x| x.as_str().map(str::to_string)),
+        _ => atom::set_items(v)
+            .first()
+            .and_then(|x| x.as_str().map(str::to_string)),
     }
 }
 fn refs(v: &Value) -> Vec<String> {
-    atom::set_items(v).iter().filter_map(atom::uuid_of).collect()
+    atom::set_items(v)
+        .iter()
+        .filter_map(atom::uuid_of)
+        .collect()
 }
 fn jmap(m: &BTreeMap<String, String>) -> Value {
-    atom::map(&m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
+    atom::map(
+        &m.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>(),
+    )
 }
 fn jopt_int(v: Option<i64>) -> Value {
     match v {
@@ -75,7 +93,9 @@ fn iface_row(i: &Iface) -> Value {
     json!({"name": i.name, "type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config)})
 }
 fn iface_same(i: &Iface, a: &Value) -> bool {
-    a["type"].as_str().unwrap_or("") == i.kind && opt_int(&a["mtu_request"]) == i.mtu && smap(&a["other_config"]) == i.other_config
+    a["type"].as_str().unwrap_or("") == i.kind
+        && opt_int(&a["mtu_request"]) == i.mtu
+        && smap(&a["other_config"]) == i.other_config
 }
 fn port_row(p: &Port, ifaces: Value) -> Value {
     json!({
@@ -99,7 +119,11 @@ fn port_same(p: &Port, a: &Value) -> bool {
 
 /// Makes OVS hold exactly `desired` (for xnet's bridges). Returns the number
 /// of transactions written (0 when nothing differed).
-pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str) -> Result<u64, OvsdbError> {
+pub fn reconcile(
+    c: &Client,
+    desired: &BTreeMap<String, Bridge>,
+    datapath: &str,
+) -> Result<u64, OvsdbError> {
     let a = read(c)?;
     let mut ops: Vec<Value> = vec![];
     let mut n = 0usize;
@@ -110,7 +134,9 @@ pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str)
     let root_ref = match &a.root {
         Some(u) => atom::uuid(u),
         None => {
-            ops.push(json!({"op": "insert", "table": "Open_vSwitch", "row": {}, "uuid-name": "root"}));
+            ops.push(
+                json!({"op": "insert", "table": "Open_vSwitch", "row": {}, "uuid-name": "root"}),
+            );
             atom::named("root")
         }
     };
@@ -121,21 +147,29 @@ pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str)
             json!([])
         }
     };
-    let by_name: BTreeMap<String, (&String, &Value)> =
-        a.bridges.iter().map(|(u, r)| (r["name"].as_str().unwrap_or("").to_string(), (u, r))).collect();
+    let by_name: BTreeMap<String, (&String, &Value)> = a
+        .bridges
+        .iter()
+        .map(|(u, r)| (r["name"].as_str().unwrap_or("").to_string(), (u, r)))
+        .collect();
     let mut add_bridges = vec![];
     let mut del_bridges = vec![];
     for (u, r) in &a.bridges {
         let name = r["name"].as_str().unwrap_or("");
-        let managed = smap(&r["external_ids"]).get("xnet-managed").map(String::as_str) == Some("true");
+        let managed = smap(&r["external_ids"])
+            .get("xnet-managed")
+            .map(String::as_str)
+            == Some("true");
         if managed && !desired.contains_key(name) {
             del_bridges.push(atom::uuid(u));
         }
     }
     // A port name lives on one bridge only: ports moving between bridges are
     // removed from the old one in the same transaction.
-    let desired_port_home: BTreeMap<&str, &str> =
-        desired.values().flat_map(|b| b.ports.keys().map(move |p| (p.as_str(), b.name.as_str()))).collect();
+    let desired_port_home: BTreeMap<&str, &str> = desired
+        .values()
+        .flat_map(|b| b.ports.keys().map(move |p| (p.as_str(), b.name.as_str())))
+        .collect();
     for br in desired.values() {
         let mut port_refs = vec![];
         let existing = by_name.get(&br.name);
@@ -143,7 +177,14 @@ pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str)
             .map(|(_, r)| {
                 refs(&r["ports"])
                     .into_iter()
-                    .filter_map(|pu| a.ports.get(&pu).map(|pr| (pr["name"].as_str().unwrap_or("").to_string(), (pu.clone(), pr))))
+                    .filter_map(|pu| {
+                        a.ports.get(&pu).map(|pr| {
+                            (
+                                pr["name"].as_str().unwrap_or("").to_string(),
+                                (pu.clone(), pr),
+                            )
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -156,12 +197,19 @@ pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str)
                         .into_iter()
                         .filter_map(|iu| a.ifaces.get(&iu).map(|ir| (iu, ir)))
                         .collect();
-                    let cur_names: BTreeSet<&str> = cur.iter().map(|(_, r)| r["name"].as_str().unwrap_or("")).collect();
-                    let want_names: BTreeSet<&str> = p.interfaces.iter().map(|i| i.name.as_str()).collect();
+                    let cur_names: BTreeSet<&str> = cur
+                        .iter()
+                        .map(|(_, r)| r["name"].as_str().unwrap_or(""))
+                        .collect();
+                    let want_names: BTreeSet<&str> =
+                        p.interfaces.iter().map(|i| i.name.as_str()).collect();
                     let mut iface_refs = vec![];
                     let mut ifaces_changed = cur_names != want_names;
                     for i in &p.interfaces {
-                        match cur.iter().find(|(_, r)| r["name"].as_str() == Some(&i.name)) {
+                        match cur
+                            .iter()
+                            .find(|(_, r)| r["name"].as_str() == Some(&i.name))
+                        {
                             Some((iu, ir)) => {
                                 if !iface_same(i, ir) {
                                     ops.push(json!({"op": "update", "table": "Interface", "where": [["_uuid", "==", atom::uuid(iu)]],
@@ -243,12 +291,16 @@ pub fn reconcile(c: &Client, desired: &BTreeMap<String, Bridge>, datapath: &str)
         }
     }
     if !add_bridges.is_empty() {
-        ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where(&root_ref),
-            "mutations": [["bridges", "insert", atom::set(add_bridges)]]}));
+        ops.push(
+            json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where(&root_ref),
+            "mutations": [["bridges", "insert", atom::set(add_bridges)]]}),
+        );
     }
     if !del_bridges.is_empty() {
-        ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where(&root_ref),
-            "mutations": [["bridges", "delete", atom::set(del_bridges)]]}));
+        ops.push(
+            json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where(&root_ref),
+            "mutations": [["bridges", "delete", atom::set(del_bridges)]]}),
+        );
     }
     if ops.is_empty() {
         return Ok(0);

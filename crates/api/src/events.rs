@@ -87,7 +87,13 @@ fn collect(store: &Store<Record>, subs: &[Sub], since: u64) -> (Vec<Value>, u64)
                     (Op::Mod, Some("add")) => "add",
                     (Op::Mod, _) => "mod",
                 };
-                per.insert(key, Pending { op, generation: e.generation });
+                per.insert(
+                    key,
+                    Pending {
+                        op,
+                        generation: e.generation,
+                    },
+                );
             }
             false
         }
@@ -106,7 +112,10 @@ fn collect(store: &Store<Record>, subs: &[Sub], since: u64) -> (Vec<Value>, u64)
             ev.insert("operation".to_string(), db::vs(op));
             ev.insert("ref".to_string(), db::vs(r));
             if let Some(rec) = snap {
-                ev.insert("snapshot".to_string(), db::to_wire(&t, cls, r, rec, &mut idx));
+                ev.insert(
+                    "snapshot".to_string(),
+                    db::to_wire(&t, cls, r, rec, &mut idx),
+                );
             }
             out.push(Value::Struct(ev));
         };
@@ -140,14 +149,22 @@ fn valid_ref_counts(store: &Store<Record>, subs: &[Sub]) -> Value {
                 Sub::All => true,
                 Sub::Class(x) | Sub::Object(x, _) => *x == c.name,
             }) {
-                m.insert(c.name.to_lowercase(), Value::Int(v.iter(c.name).count() as i64));
+                m.insert(
+                    c.name.to_lowercase(),
+                    Value::Int(v.iter(c.name).count() as i64),
+                );
             }
         }
         Value::Struct(m)
     })
 }
 
-pub fn event_from(store: &Store<Record>, classes: &[String], token: &str, timeout: Duration) -> ApiResult<Value> {
+pub fn event_from(
+    store: &Store<Record>,
+    classes: &[String],
+    token: &str,
+    timeout: Duration,
+) -> ApiResult<Value> {
     let subs = parse_subs(classes)?;
     let mut since = parse_token(token)?;
     let deadline = Instant::now() + timeout;
@@ -166,7 +183,10 @@ pub fn event_from(store: &Store<Record>, classes: &[String], token: &str, timeou
     };
     let mut out = BTreeMap::new();
     out.insert("events".to_string(), Value::Array(events));
-    out.insert("valid_ref_counts".to_string(), valid_ref_counts(store, &subs));
+    out.insert(
+        "valid_ref_counts".to_string(),
+        valid_ref_counts(store, &subs),
+    );
     out.insert("token".to_string(), db::vs(token_of(generation)));
     Ok(Value::Struct(out))
 }
@@ -198,7 +218,8 @@ fn collect_initial(store: &Store<Record>, subs: &[Sub]) -> (Vec<Value>, u64) {
 
 /// `event.inject(class, ref)`: a `mod` event for the object; returns a token.
 pub fn inject(store: &Store<Record>, class: &str, r: &str) -> ApiResult<Value> {
-    let cls = schema::class_ci(class).ok_or_else(|| ApiError::new("EVENT_SUBSCRIPTION_PARSE_FAILURE", &[class]))?;
+    let cls = schema::class_ci(class)
+        .ok_or_else(|| ApiError::new("EVENT_SUBSCRIPTION_PARSE_FAILURE", &[class]))?;
     let res = store.write(|t| {
         let rec = t
             .get(cls.name, r)
@@ -268,7 +289,12 @@ impl Registrations {
             }
             since = generation;
             store.wait_newer(since, Duration::from_secs(30));
-            if !self.by_session.lock().expect("events").contains_key(session) {
+            if !self
+                .by_session
+                .lock()
+                .expect("events")
+                .contains_key(session)
+            {
                 return Err(ApiError::new("SESSION_NOT_REGISTERED", &[session]));
             }
         }

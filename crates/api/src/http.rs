@@ -42,9 +42,16 @@ pub fn serve_tcp(api: Arc<Api>, listener: TcpListener, tls: Option<Arc<rustls::S
             let _ = conn.set_nodelay(true);
             match tls {
                 Some(cfg) => {
-                    let Ok(sc) = rustls::ServerConnection::new(cfg) else { return };
+                    let Ok(sc) = rustls::ServerConnection::new(cfg) else {
+                        return;
+                    };
                     let stream = Shared::new(rustls::StreamOwned::new(sc, conn));
-                    serve_conn(&api, BufReader::new(stream.clone()), stream, Origin::Network);
+                    serve_conn(
+                        &api,
+                        BufReader::new(stream.clone()),
+                        stream,
+                        Origin::Network,
+                    );
                 }
                 None => {
                     if let Ok(w) = conn.try_clone() {
@@ -116,7 +123,11 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
             .read_until(b'\n', &mut line)
             .map_err(|_| HttpError::Closed)?;
         if n == 0 {
-            return Err(if head.is_empty() { HttpError::Closed } else { HttpError::Bad("truncated header") });
+            return Err(if head.is_empty() {
+                HttpError::Closed
+            } else {
+                HttpError::Bad("truncated header")
+            });
         }
         if head.len() + line.len() > MAX_HEADER {
             return Err(HttpError::TooLarge);
@@ -139,13 +150,20 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
     let mut length = None;
     let mut keep_alive = version == "HTTP/1.1";
     for l in lines {
-        let Some((k, v)) = l.split_once(':') else { return Err(HttpError::Bad("malformed header")) };
+        let Some((k, v)) = l.split_once(':') else {
+            return Err(HttpError::Bad("malformed header"));
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("content-length") {
-            length = Some(v.parse::<usize>().map_err(|_| HttpError::Bad("bad Content-Length"))?);
+            length = Some(
+                v.parse::<usize>()
+                    .map_err(|_| HttpError::Bad("bad Content-Length"))?,
+            );
         } else if k.eq_ignore_ascii_case("connection") {
-            keep_alive = v.eq_ignore_ascii_case("keep-alive") || (keep_alive && !v.eq_ignore_ascii_case("close"));
-        } else if k.eq_ignore_ascii_case("transfer-encoding") && !v.eq_ignore_ascii_case("identity") {
+            keep_alive = v.eq_ignore_ascii_case("keep-alive")
+                || (keep_alive && !v.eq_ignore_ascii_case("close"));
+        } else if k.eq_ignore_ascii_case("transfer-encoding") && !v.eq_ignore_ascii_case("identity")
+        {
             return Err(HttpError::LengthRequired);
         }
     }
@@ -157,11 +175,23 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
         return Err(HttpError::TooLarge);
     }
     let mut body = vec![0u8; length];
-    r.read_exact(&mut body).map_err(|_| HttpError::Bad("truncated body"))?;
-    Ok(Request { method, path, body, keep_alive })
+    r.read_exact(&mut body)
+        .map_err(|_| HttpError::Bad("truncated body"))?;
+    Ok(Request {
+        method,
+        path,
+        body,
+        keep_alive,
+    })
 }
 
-fn respond(w: &mut impl Write, status: &str, ctype: &str, body: &[u8], keep_alive: bool) -> std::io::Result<()> {
+fn respond(
+    w: &mut impl Write,
+    status: &str,
+    ctype: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
         body.len(),
@@ -179,20 +209,40 @@ fn serve_conn(api: &Arc<Api>, mut r: impl BufRead, mut w: impl Write, origin: Or
             Ok(req) => req,
             Err(HttpError::Closed) => return,
             Err(HttpError::TooLarge) => {
-                let _ = respond(&mut w, "413 Payload Too Large", "text/plain", b"request too large\n", false);
+                let _ = respond(
+                    &mut w,
+                    "413 Payload Too Large",
+                    "text/plain",
+                    b"request too large\n",
+                    false,
+                );
                 return;
             }
             Err(HttpError::LengthRequired) => {
-                let _ = respond(&mut w, "411 Length Required", "text/plain", b"Content-Length required\n", false);
+                let _ = respond(
+                    &mut w,
+                    "411 Length Required",
+                    "text/plain",
+                    b"Content-Length required\n",
+                    false,
+                );
                 return;
             }
             Err(HttpError::Bad(why)) => {
-                let _ = respond(&mut w, "400 Bad Request", "text/plain", format!("{why}\n").as_bytes(), false);
+                let _ = respond(
+                    &mut w,
+                    "400 Bad Request",
+                    "text/plain",
+                    format!("{why}\n").as_bytes(),
+                    false,
+                );
                 return;
             }
         };
         let (status, ctype, body) = route(api, &req, origin);
-        if respond(&mut w, status, ctype, body.as_bytes(), req.keep_alive).is_err() || !req.keep_alive {
+        if respond(&mut w, status, ctype, body.as_bytes(), req.keep_alive).is_err()
+            || !req.keep_alive
+        {
             return;
         }
     }
@@ -200,7 +250,11 @@ fn serve_conn(api: &Arc<Api>, mut r: impl BufRead, mut w: impl Write, origin: Or
 
 /// Dispatches one request to its endpoint; protocol errors are answered in
 /// the endpoint's own format, so clients always get a decodable reply.
-pub fn route(api: &Arc<Api>, req: &Request, origin: Origin) -> (&'static str, &'static str, String) {
+pub fn route(
+    api: &Arc<Api>,
+    req: &Request,
+    origin: Origin,
+) -> (&'static str, &'static str, String) {
     let path = req.path.split('?').next().unwrap_or("");
     match (req.method.as_str(), path) {
         ("POST", "/" | "/RPC2") => {
@@ -212,12 +266,23 @@ pub fn route(api: &Arc<Api>, req: &Request, origin: Origin) -> (&'static str, &'
         }
         ("POST", "/jsonrpc") => {
             let body = match jsonrpc::parse_request(&req.body) {
-                Ok(rq) => jsonrpc::encode_response(rq.version, &rq.id, &api.handle(rq.call, origin)),
-                Err(e) => jsonrpc::encode_error(jsonrpc::Version::V2, &serde_json::Value::Null, -32700, &e.to_string()),
+                Ok(rq) => {
+                    jsonrpc::encode_response(rq.version, &rq.id, &api.handle(rq.call, origin))
+                }
+                Err(e) => jsonrpc::encode_error(
+                    jsonrpc::Version::V2,
+                    &serde_json::Value::Null,
+                    -32700,
+                    &e.to_string(),
+                ),
             };
             ("200 OK", "application/json", body)
         }
-        ("GET", "/") => ("200 OK", "text/plain", "xnet XenAPI server: POST / or /RPC2 (XML-RPC), /jsonrpc (JSON-RPC)\n".into()),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain",
+            "xnet XenAPI server: POST / or /RPC2 (XML-RPC), /jsonrpc (JSON-RPC)\n".into(),
+        ),
         _ => ("404 Not Found", "text/plain", "not found\n".into()),
     }
 }

@@ -70,7 +70,12 @@ impl Api {
         }
     }
 
-    fn dispatch(self: &Arc<Api>, method: &str, params: &[Value], origin: Origin) -> ApiResult<Value> {
+    fn dispatch(
+        self: &Arc<Api>,
+        method: &str,
+        params: &[Value],
+        origin: Origin,
+    ) -> ApiResult<Value> {
         match method {
             "session.login_with_password" | "session_login_with_password" => {
                 return self.login(params, origin)
@@ -174,7 +179,11 @@ impl Api {
         if params.len() < 2 || params.len() > 4 {
             return Err(ApiError::with(
                 "MESSAGE_PARAMETER_COUNT_MISMATCH",
-                vec!["session.login_with_password".into(), "2".into(), params.len().to_string()],
+                vec![
+                    "session.login_with_password".into(),
+                    "2".into(),
+                    params.len().to_string(),
+                ],
             ));
         }
         let uname = params[0].as_str().unwrap_or("");
@@ -226,7 +235,9 @@ impl Api {
     fn session_role(&self, session: &str) -> ApiResult<Role> {
         self.store.read(|v| match v.get("session", session) {
             Some(rec) => {
-                let ro = db::set_strs(rec, "rbac_permissions").iter().any(|p| p == "read-only");
+                let ro = db::set_strs(rec, "rbac_permissions")
+                    .iter()
+                    .any(|p| p == "read-only");
                 Ok(if ro { Role::ReadOnly } else { Role::PoolAdmin })
             }
             None => Err(ApiError::new("SESSION_INVALID", &[session])),
@@ -253,9 +264,17 @@ impl Api {
                 ))
             }
         };
-        let arg = |i: usize| args.get(i).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let arg = |i: usize| {
+            args.get(i)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         if is_async && BUILTINS.contains(&name.as_str()) {
-            return Err(ApiError::new("MESSAGE_METHOD_UNKNOWN", &[&format!("Async.{name}")]));
+            return Err(ApiError::new(
+                "MESSAGE_METHOD_UNKNOWN",
+                &[&format!("Async.{name}")],
+            ));
         }
         let v = match name.as_str() {
             "session.logout" | "session.local_logout" => {
@@ -271,7 +290,8 @@ impl Api {
             "session.get_all_subject_identifiers" => Value::Array(vec![]),
             "event.from" => {
                 count(3)?;
-                let classes = strings(&args[0]).ok_or_else(|| ApiError::new("FIELD_TYPE_ERROR", &["classes"]))?;
+                let classes = strings(&args[0])
+                    .ok_or_else(|| ApiError::new("FIELD_TYPE_ERROR", &["classes"]))?;
                 let timeout = match &args[2] {
                     Value::Float(x) => *x,
                     Value::Int(i) => *i as f64,
@@ -283,8 +303,10 @@ impl Api {
             }
             "event.register" => {
                 count(1)?;
-                let classes = strings(&args[0]).ok_or_else(|| ApiError::new("FIELD_TYPE_ERROR", &["classes"]))?;
-                self.events.register(session, classes, self.store.generation())?;
+                let classes = strings(&args[0])
+                    .ok_or_else(|| ApiError::new("FIELD_TYPE_ERROR", &["classes"]))?;
+                self.events
+                    .register(session, classes, self.store.generation())?;
                 Value::Nil
             }
             "event.unregister" => {
@@ -304,7 +326,10 @@ impl Api {
             "event.inject" => {
                 count(2)?;
                 if role == Role::ReadOnly {
-                    return Err(ApiError::new("RBAC_PERMISSION_DENIED", &["event.inject", "No permission in user session"]));
+                    return Err(ApiError::new(
+                        "RBAC_PERMISSION_DENIED",
+                        &["event.inject", "No permission in user session"],
+                    ));
                 }
                 events::inject(&self.store, &arg(0), &arg(1))?
             }
@@ -316,7 +341,10 @@ impl Api {
                         .map(|_| ())
                         .ok_or_else(|| ApiError::handle_invalid("task", &t))
                 })?;
-                return Err(ApiError::new("OPERATION_NOT_ALLOWED", &["This task cannot be cancelled"]));
+                return Err(ApiError::new(
+                    "OPERATION_NOT_ALLOWED",
+                    &["This task cannot be cancelled"],
+                ));
             }
             "task.destroy" => {
                 count(1)?;
@@ -367,7 +395,9 @@ impl Api {
             let out = api.run(&name, &args);
             let finished = xnet_model::now_datetime();
             let _ = api.store.write(|txn| {
-                let Some(mut rec) = txn.get("task", &t2).cloned() else { return Ok::<_, ()>(()) };
+                let Some(mut rec) = txn.get("task", &t2).cloned() else {
+                    return Ok::<_, ()>(());
+                };
                 rec.insert("progress".into(), Value::Float(1.0));
                 rec.insert("finished".into(), Value::DateTime(finished.clone()));
                 rec.insert("allowed_operations".into(), Value::Array(vec![]));
@@ -405,8 +435,11 @@ const BUILTINS: &[&str] = &[
 ];
 
 fn strings(v: &Value) -> Option<Vec<String>> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+    v.as_array().map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    })
 }
 
 fn list_methods() -> Value {

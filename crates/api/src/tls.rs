@@ -24,10 +24,14 @@ pub fn server_config(dir: &Path, names: &[String]) -> Result<Arc<rustls::ServerC
         write_private(&key_path, ck.key_pair.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, ck.cert.pem())?;
     }
-    let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&cert_path)?))
-        .collect::<Result<_, _>>()?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&key_path)?))?
-        .ok_or_else(|| TlsError::Config("no private key in key.pem".into()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
+        &cert_path,
+    )?))
+    .collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(
+        &key_path,
+    )?))?
+    .ok_or_else(|| TlsError::Config("no private key in key.pem".into()))?;
     // ring, not aws-lc (a cmake/C build); its default_provider() is marked
     // deprecated only for lacking post-quantum key exchange.
     #[allow(deprecated)]

@@ -58,7 +58,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -130,14 +130,21 @@ impl Users {
     }
 
     fn save(&self) -> Result<(), UsersError> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let io = |source| UsersError::Io {
             path: path.clone(),
             source,
         };
         let mut text = String::from("# xnet users: name:role:salt:pbkdf2-sha256\n");
         for (n, u) in &self.users {
-            text.push_str(&format!("{n}:{}:{}:{}\n", u.role.name(), hex(&u.salt), hex(&u.hash)));
+            text.push_str(&format!(
+                "{n}:{}:{}:{}\n",
+                u.role.name(),
+                hex(&u.salt),
+                hex(&u.hash)
+            ));
         }
         let tmp = path.with_extension("tmp");
         {

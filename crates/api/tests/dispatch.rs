@@ -18,7 +18,10 @@ impl Realizer for Switch {
         if self.0.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(ApiError::new("PIF_CONFIGURATION_ERROR", &[host, "switched off"]))
+            Err(ApiError::new(
+                "PIF_CONFIGURATION_ERROR",
+                &[host, "switched off"],
+            ))
         }
     }
 }
@@ -58,7 +61,13 @@ fn setup() -> (Arc<Api>, Arc<Switch>) {
 }
 
 fn call(api: &Arc<Api>, method: &str, params: Vec<Value>) -> Response {
-    api.handle(MethodCall { method: method.into(), params }, Origin::Network)
+    api.handle(
+        MethodCall {
+            method: method.into(),
+            params,
+        },
+        Origin::Network,
+    )
 }
 fn ok(r: Response) -> Value {
     match r {
@@ -76,30 +85,79 @@ fn s(x: &str) -> Value {
     Value::String(x.into())
 }
 fn login(api: &Arc<Api>, user: &str) -> Value {
-    ok(call(api, "session.login_with_password", vec![s(user), s("pw")]))
+    ok(call(
+        api,
+        "session.login_with_password",
+        vec![s(user), s("pw")],
+    ))
 }
 
 #[test]
 fn sessions_and_rbac() {
     let (api, _) = setup();
-    assert_eq!(failure(call(&api, "session.login_with_password", vec![s("admin"), s("no")]))[0], "SESSION_AUTHENTICATION_FAILED");
-    assert_eq!(failure(call(&api, "PIF.get_all", vec![s("OpaqueRef:bogus")])), vec!["SESSION_INVALID", "OpaqueRef:bogus"]);
-    assert_eq!(failure(call(&api, "PIF.get_all", vec![]))[0], "SESSION_INVALID");
+    assert_eq!(
+        failure(call(
+            &api,
+            "session.login_with_password",
+            vec![s("admin"), s("no")]
+        ))[0],
+        "SESSION_AUTHENTICATION_FAILED"
+    );
+    assert_eq!(
+        failure(call(&api, "PIF.get_all", vec![s("OpaqueRef:bogus")])),
+        vec!["SESSION_INVALID", "OpaqueRef:bogus"]
+    );
+    assert_eq!(
+        failure(call(&api, "PIF.get_all", vec![]))[0],
+        "SESSION_INVALID"
+    );
     let ro = login(&api, "ro");
-    assert_eq!(ok(call(&api, "PIF.get_all", vec![ro.clone()])).as_array().unwrap().len(), 3);
-    let args = Value::Struct([("name_label".to_string(), s("x")), ("other_config".to_string(), Value::Struct(Default::default()))].into_iter().collect());
-    assert_eq!(failure(call(&api, "network.create", vec![ro.clone(), args.clone()]))[0], "RBAC_PERMISSION_DENIED");
+    assert_eq!(
+        ok(call(&api, "PIF.get_all", vec![ro.clone()]))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let args = Value::Struct(
+        [
+            ("name_label".to_string(), s("x")),
+            (
+                "other_config".to_string(),
+                Value::Struct(Default::default()),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    assert_eq!(
+        failure(call(&api, "network.create", vec![ro.clone(), args.clone()]))[0],
+        "RBAC_PERMISSION_DENIED"
+    );
     let admin = login(&api, "admin");
     ok(call(&api, "network.create", vec![admin.clone(), args]));
     ok(call(&api, "session.logout", vec![admin.clone()]));
-    assert_eq!(failure(call(&api, "PIF.get_all", vec![admin]))[0], "SESSION_INVALID");
+    assert_eq!(
+        failure(call(&api, "PIF.get_all", vec![admin]))[0],
+        "SESSION_INVALID"
+    );
     // root on the unix socket is the local superuser whatever the password.
     let local = api.handle(
-        MethodCall { method: "session.login_with_password".into(), params: vec![s("root"), s("")] },
+        MethodCall {
+            method: "session.login_with_password".into(),
+            params: vec![s("root"), s("")],
+        },
         Origin::Unix,
     );
     assert!(matches!(local, Response::Success(_)));
-    assert_eq!(failure(call(&api, "session.login_with_password", vec![s("root"), s("")]))[0], "SESSION_AUTHENTICATION_FAILED");
+    assert_eq!(
+        failure(call(
+            &api,
+            "session.login_with_password",
+            vec![s("root"), s("")]
+        ))[0],
+        "SESSION_AUTHENTICATION_FAILED"
+    );
 }
 
 #[test]
@@ -117,37 +175,99 @@ fn failed_realization_rolls_back() {
     sw.0.store(false, Ordering::SeqCst);
     let e = failure(call(&api, "PIF.plug", vec![sess.clone(), s(&eth1)]));
     assert_eq!(e[0], "PIF_CONFIGURATION_ERROR");
-    assert_eq!(ok(call(&api, "PIF.get_currently_attached", vec![sess.clone(), s(&eth1)])), Value::Bool(false));
+    assert_eq!(
+        ok(call(
+            &api,
+            "PIF.get_currently_attached",
+            vec![sess.clone(), s(&eth1)]
+        )),
+        Value::Bool(false)
+    );
     sw.0.store(true, Ordering::SeqCst);
     ok(call(&api, "PIF.plug", vec![sess.clone(), s(&eth1)]));
-    assert_eq!(ok(call(&api, "PIF.get_currently_attached", vec![sess, s(&eth1)])), Value::Bool(true));
+    assert_eq!(
+        ok(call(
+            &api,
+            "PIF.get_currently_attached",
+            vec![sess, s(&eth1)]
+        )),
+        Value::Bool(true)
+    );
 }
 
 #[test]
 fn async_tasks_and_events() {
     let (api, _) = setup();
     let sess = login(&api, "admin");
-    let from = ok(call(&api, "event.from", vec![sess.clone(), Value::Array(vec![s("network")]), s(""), Value::Float(0.0)]));
+    let from = ok(call(
+        &api,
+        "event.from",
+        vec![
+            sess.clone(),
+            Value::Array(vec![s("network")]),
+            s(""),
+            Value::Float(0.0),
+        ],
+    ));
     let token = from.as_struct().unwrap()["token"].clone();
-    let args = Value::Struct([("name_label".to_string(), s("async")), ("other_config".to_string(), Value::Struct(Default::default()))].into_iter().collect());
+    let args = Value::Struct(
+        [
+            ("name_label".to_string(), s("async")),
+            (
+                "other_config".to_string(),
+                Value::Struct(Default::default()),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
     let task = ok(call(&api, "Async.network.create", vec![sess.clone(), args]));
     let mut status = String::new();
     for _ in 0..200 {
-        status = ok(call(&api, "task.get_status", vec![sess.clone(), task.clone()])).as_str().unwrap().to_string();
+        status = ok(call(
+            &api,
+            "task.get_status",
+            vec![sess.clone(), task.clone()],
+        ))
+        .as_str()
+        .unwrap()
+        .to_string();
         if status != "pending" {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(status, "success");
-    let result = ok(call(&api, "task.get_result", vec![sess.clone(), task.clone()]));
+    let result = ok(call(
+        &api,
+        "task.get_result",
+        vec![sess.clone(), task.clone()],
+    ));
     assert!(result.as_str().unwrap().starts_with("<value>OpaqueRef:"));
-    let evs = ok(call(&api, "event.from", vec![sess.clone(), Value::Array(vec![s("network")]), token, Value::Float(1.0)]));
-    let evs = evs.as_struct().unwrap()["events"].as_array().unwrap().to_vec();
+    let evs = ok(call(
+        &api,
+        "event.from",
+        vec![
+            sess.clone(),
+            Value::Array(vec![s("network")]),
+            token,
+            Value::Float(1.0),
+        ],
+    ));
+    let evs = evs.as_struct().unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .to_vec();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].as_struct().unwrap()["operation"], s("add"));
-    assert_eq!(failure(call(&api, "Async.session.logout", vec![sess.clone()]))[0], "MESSAGE_METHOD_UNKNOWN");
-    assert_eq!(failure(call(&api, "Async.PIF.get_all", vec![sess]))[0], "MESSAGE_METHOD_UNKNOWN");
+    assert_eq!(
+        failure(call(&api, "Async.session.logout", vec![sess.clone()]))[0],
+        "MESSAGE_METHOD_UNKNOWN"
+    );
+    assert_eq!(
+        failure(call(&api, "Async.PIF.get_all", vec![sess]))[0],
+        "MESSAGE_METHOD_UNKNOWN"
+    );
 }
 
 fn req(raw: &[u8]) -> Result<Request, HttpError> {
@@ -157,17 +277,44 @@ fn req(raw: &[u8]) -> Result<Request, HttpError> {
 #[test]
 fn http_framing_and_routes() {
     let r = req(b"POST /RPC2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").unwrap();
-    assert_eq!((r.path.as_str(), r.body.as_slice(), r.keep_alive), ("/RPC2", &b"abc"[..], true));
-    assert_eq!(req(b"POST / HTTP/1.1\r\n\r\n").err(), Some(HttpError::LengthRequired));
-    assert_eq!(req(b"POST / HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n").err(), Some(HttpError::TooLarge));
-    assert_eq!(req(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").err(), Some(HttpError::Bad("truncated body")));
+    assert_eq!(
+        (r.path.as_str(), r.body.as_slice(), r.keep_alive),
+        ("/RPC2", &b"abc"[..], true)
+    );
+    assert_eq!(
+        req(b"POST / HTTP/1.1\r\n\r\n").err(),
+        Some(HttpError::LengthRequired)
+    );
+    assert_eq!(
+        req(b"POST / HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n").err(),
+        Some(HttpError::TooLarge)
+    );
+    assert_eq!(
+        req(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").err(),
+        Some(HttpError::Bad("truncated body"))
+    );
     assert!(req(b"").is_err());
     let (api, _) = setup();
-    let bad = Request { method: "POST".into(), path: "/".into(), body: b"<junk".to_vec(), keep_alive: false };
+    let bad = Request {
+        method: "POST".into(),
+        path: "/".into(),
+        body: b"<junk".to_vec(),
+        keep_alive: false,
+    };
     let (_, _, body) = route(&api, &bad, Origin::Network);
     assert!(body.contains("<fault>"));
-    let bad = Request { method: "POST".into(), path: "/jsonrpc".into(), body: b"{".to_vec(), keep_alive: false };
+    let bad = Request {
+        method: "POST".into(),
+        path: "/jsonrpc".into(),
+        body: b"{".to_vec(),
+        keep_alive: false,
+    };
     assert!(route(&api, &bad, Origin::Network).2.contains("-32700"));
-    let nf = Request { method: "GET".into(), path: "/nope".into(), body: vec![], keep_alive: false };
+    let nf = Request {
+        method: "GET".into(),
+        path: "/nope".into(),
+        body: vec![],
+        keep_alive: false,
+    };
     assert!(route(&api, &nf, Origin::Network).0.starts_with("404"));
 }

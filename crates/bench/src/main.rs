@@ -27,10 +27,16 @@ impl Conn {
     fn open(port: u16) -> Result<Conn> {
         let s = TcpStream::connect(("127.0.0.1", port))?;
         s.set_nodelay(true)?;
-        Ok(Conn { r: BufReader::new(s.try_clone()?), w: s })
+        Ok(Conn {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
     }
     fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value> {
-        let body = xmlrpc::encode_call(&MethodCall { method: method.into(), params });
+        let body = xmlrpc::encode_call(&MethodCall {
+            method: method.into(),
+            params,
+        });
         write!(self.w, "POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{}", body.len(), body)?;
         let mut len = 0usize;
         loop {
@@ -101,15 +107,34 @@ fn seed(store: &xnet_store::Store<xnet_model::Record>) -> Result<String> {
         let mut t = xnet_api::tables::TxnTables(t);
         let mut d = Db::new(&mut t);
         let host = xnet_model::install::install(&mut d, &setup)?;
-        let eth1 = xnet_model::Read::find(&d, "PIF", &|r| xnet_model::db::s(r, "device") == "eth1")[0].clone();
+        let eth1 = xnet_model::Read::find(&d, "PIF", &|r| xnet_model::db::s(r, "device") == "eth1")
+            [0]
+        .clone();
         // 996 VLAN PIFs bring the host to 1,000 PIFs.
         for tag in 1..=996 {
-            let net = xnet_model::network::create(&mut d, [("name_label".to_string(), Value::String(format!("v{tag}"))), ("other_config".to_string(), Value::Struct(Default::default()))].into_iter().collect())?;
+            let net = xnet_model::network::create(
+                &mut d,
+                [
+                    ("name_label".to_string(), Value::String(format!("v{tag}"))),
+                    (
+                        "other_config".to_string(),
+                        Value::Struct(Default::default()),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            )?;
             xnet_model::vlan::create_internal(&mut d, &eth1, tag, &net)?;
         }
-        let net = xnet_model::Read::find(&d, "network", &|r| xnet_model::db::s(r, "bridge") == "xenbr1")[0].clone();
+        let net = xnet_model::Read::find(&d, "network", &|r| {
+            xnet_model::db::s(r, "bridge") == "xenbr1"
+        })[0]
+            .clone();
         for vm in 0..1000 {
-            let v = d.create(&xnet_model::schema::VM, vec![("name_label", Value::String(format!("vm{vm}")))]);
+            let v = d.create(
+                &xnet_model::schema::VM,
+                vec![("name_label", Value::String(format!("vm{vm}")))],
+            );
             for dev in 0..10 {
                 let mac = xnet_model::helpers::gen_mac(dev, &v);
                 d.create(
@@ -137,7 +162,10 @@ fn api_bench() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(xnet_store::Store::open(
         &dir.join("db"),
-        xnet_store::Options { volatile_tables: xnet_api::volatile_tables(), ..Default::default() },
+        xnet_store::Options {
+            volatile_tables: xnet_api::volatile_tables(),
+            ..Default::default()
+        },
     )?);
     seed(&store)?;
     let mut users = xnet_api::Users::default();
@@ -146,11 +174,18 @@ fn api_bench() -> Result<()> {
     {
         // Where the time of the largest read goes, measured in-process.
         let t = Instant::now();
-        let v = api.run("VIF.get_all_records", &[]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let v = api
+            .run("VIF.get_all_records", &[])
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let t1 = t.elapsed();
         let x = xmlrpc::encode_response(&Response::Success(v));
         let t2 = t.elapsed();
-        println!("VIF.get_all_records in-process: records {} + XML encoding {} = {} bytes\n", ms(t1), ms(t2 - t1), x.len());
+        println!(
+            "VIF.get_all_records in-process: records {} + XML encoding {} = {} bytes\n",
+            ms(t1),
+            ms(t2 - t1),
+            x.len()
+        );
     }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = l.local_addr()?.port();
@@ -158,11 +193,16 @@ fn api_bench() -> Result<()> {
     let mut c = Conn::open(port).context("connect")?;
     let s = |x: &str| Value::String(x.into());
 
-    println!("xnet-bench api: XML-RPC over loopback HTTP, one keep-alive connection, durable store");
+    println!(
+        "xnet-bench api: XML-RPC over loopback HTTP, one keep-alive connection, durable store"
+    );
     println!("store: 1,000 PIFs, 10,000 VIFs, 1,000 VMs; targets: write p50 <= 2 ms, get_all_records(VIF) <= 50 ms\n");
 
     // Baseline for the write path, same disk, same run: one 512-byte append + fdatasync.
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("baseline"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("baseline"))?;
     let block = vec![b'x'; 512];
     let fsync = timed(300, |_| {
         f.write_all(&block)?;
@@ -171,42 +211,107 @@ fn api_bench() -> Result<()> {
     })?;
     let fsync_p50 = pct(fsync.clone(), 0.5);
 
-    let login = timed(300, |_| c.call("session.login_with_password", vec![s("root"), s("pw")]))?;
-    report("session.login_with_password", login, "PBKDF2-SHA256, 20k rounds");
+    let login = timed(300, |_| {
+        c.call("session.login_with_password", vec![s("root"), s("pw")])
+    })?;
+    report(
+        "session.login_with_password",
+        login,
+        "PBKDF2-SHA256, 20k rounds",
+    );
     let sess = c.call("session.login_with_password", vec![s("root"), s("pw")])?;
     let mk = |i: usize| {
         Value::Struct(
-            [("name_label".to_string(), Value::String(format!("bench {i}"))), ("other_config".to_string(), Value::Struct(Default::default()))]
-                .into_iter()
-                .collect(),
+            [
+                (
+                    "name_label".to_string(),
+                    Value::String(format!("bench {i}")),
+                ),
+                (
+                    "other_config".to_string(),
+                    Value::Struct(Default::default()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
         )
     };
     let writes = timed(500, |i| c.call("network.create", vec![sess.clone(), mk(i)]))?;
-    report("network.create (durable write)", writes, &format!("baseline 512 B append+fdatasync p50 {}", ms(fsync_p50)));
-    let host = c.call("host.get_all", vec![sess.clone()])?.as_array().and_then(|a| a.first().cloned()).unwrap_or(Value::Nil);
-    let reads = timed(2000, |_| c.call("host.get_name_label", vec![sess.clone(), host.clone()]))?;
+    report(
+        "network.create (durable write)",
+        writes,
+        &format!("baseline 512 B append+fdatasync p50 {}", ms(fsync_p50)),
+    );
+    let host = c
+        .call("host.get_all", vec![sess.clone()])?
+        .as_array()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or(Value::Nil);
+    let reads = timed(2000, |_| {
+        c.call("host.get_name_label", vec![sess.clone(), host.clone()])
+    })?;
     report("small read (host.get_name_label)", reads, "");
     let pifs = timed(30, |_| c.call("PIF.get_all_records", vec![sess.clone()]))?;
-    report("PIF.get_all_records (1,000)", pifs, "round trip incl. client XML decoding");
+    report(
+        "PIF.get_all_records (1,000)",
+        pifs,
+        "round trip incl. client XML decoding",
+    );
     let vifs = timed(20, |_| c.call("VIF.get_all_records", vec![sess.clone()]))?;
-    report("VIF.get_all_records (10,000)", vifs, "xe vm-list at 512 VMs: 450-730 ms (reference)");
+    report(
+        "VIF.get_all_records (10,000)",
+        vifs,
+        "xe vm-list at 512 VMs: 450-730 ms (reference)",
+    );
     let eth1 = {
-        let all = c.call("PIF.get_all_records_where", vec![sess.clone(), s(r#"field "device" = "eth2""#)])?;
-        all.as_struct().and_then(|m| m.keys().next().cloned()).unwrap_or_default()
+        let all = c.call(
+            "PIF.get_all_records_where",
+            vec![sess.clone(), s(r#"field "device" = "eth2""#)],
+        )?;
+        all.as_struct()
+            .and_then(|m| m.keys().next().cloned())
+            .unwrap_or_default()
     };
     let mut nets = vec![];
     for i in 0..200 {
         nets.push(c.call("network.create", vec![sess.clone(), mk(10_000 + i)])?);
     }
-    let vlans = timed(200, |i| c.call("VLAN.create", vec![sess.clone(), s(&eth1), Value::Int(1000 + i as i64), nets[i].clone()]))?;
-    report("VLAN.create (records + checks)", vlans, "realization on OVS: xnet-bench realize (not yet)");
+    let vlans = timed(200, |i| {
+        c.call(
+            "VLAN.create",
+            vec![
+                sess.clone(),
+                s(&eth1),
+                Value::Int(1000 + i as i64),
+                nets[i].clone(),
+            ],
+        )
+    })?;
+    report(
+        "VLAN.create (records + checks)",
+        vlans,
+        "realization on OVS: xnet-bench realize (not yet)",
+    );
     // The xe process: start, connect, login, call, logout, print.
     let xe = std::env::current_exe()?.with_file_name("xe");
     if xe.exists() {
         let port_s = port.to_string();
         let run_xe = |_| -> Result<()> {
             let out = std::process::Command::new(&xe)
-                .args(["network-list", "name-label=bench 1", "--minimal", "-s", "127.0.0.1", "-p", &port_s, "--nossl", "-u", "root", "-pw", "pw"])
+                .args([
+                    "network-list",
+                    "name-label=bench 1",
+                    "--minimal",
+                    "-s",
+                    "127.0.0.1",
+                    "-p",
+                    &port_s,
+                    "--nossl",
+                    "-u",
+                    "root",
+                    "-pw",
+                    "pw",
+                ])
                 .output()?;
             if !out.status.success() {
                 bail!("xe failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -215,9 +320,19 @@ fn api_bench() -> Result<()> {
         };
         let spawn_true = timed(50, |_| Ok(std::process::Command::new("true").status()?))?;
         let xe_t = timed(50, run_xe)?;
-        report("xe network-list (whole process)", xe_t, &format!("fork+exec of `true` p50 {}; XAPI's xe ~23 ms (reference)", ms(pct(spawn_true, 0.5))));
+        report(
+            "xe network-list (whole process)",
+            xe_t,
+            &format!(
+                "fork+exec of `true` p50 {}; XAPI's xe ~23 ms (reference)",
+                ms(pct(spawn_true, 0.5))
+            ),
+        );
     } else {
-        println!("xe process round trip: skipped, no xe binary beside {}", std::env::current_exe()?.display());
+        println!(
+            "xe process round trip: skipped, no xe binary beside {}",
+            std::env::current_exe()?.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

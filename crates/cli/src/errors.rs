@@ -71,7 +71,13 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
 pub fn describe(desc: &[String], uuid_of: &dyn Fn(&str) -> String) -> String {
     let code = desc.first().map(String::as_str).unwrap_or("");
     let params = desc.get(1..).unwrap_or(&[]);
-    let show = |p: &str| if p.starts_with("OpaqueRef:") { uuid_of(p) } else { p.to_string() };
+    let show = |p: &str| {
+        if p.starts_with("OpaqueRef:") {
+            uuid_of(p)
+        } else {
+            p.to_string()
+        }
+    };
     match KNOWN.iter().find(|(c, _, _)| *c == code) {
         Some((_, doc, names)) => {
             let mut out = format!("{doc}\n");
@@ -83,7 +89,11 @@ pub fn describe(desc: &[String], uuid_of: &dyn Fn(&str) -> String) -> String {
         }
         None => format!(
             "Error code: {code}\nError parameters: {}\n",
-            params.iter().map(|p| show(p)).collect::<Vec<_>>().join(", ")
+            params
+                .iter()
+                .map(|p| show(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -93,9 +103,23 @@ mod tests {
     use super::*;
     #[test]
     fn known_and_unknown() {
-        let d = describe(&["UUID_INVALID".into(), "network".into(), "x".into(), "y".into()], &|r| r.into());
-        assert_eq!(d, "The uuid you supplied was invalid.\ntype: network\nuuid: x\n<extra>: y\n");
-        let d = describe(&["NO_SUCH".into(), "OpaqueRef:1".into(), "b".into()], &|_| "u-1".into());
+        let d = describe(
+            &[
+                "UUID_INVALID".into(),
+                "network".into(),
+                "x".into(),
+                "y".into(),
+            ],
+            &|r| r.into(),
+        );
+        assert_eq!(
+            d,
+            "The uuid you supplied was invalid.\ntype: network\nuuid: x\n<extra>: y\n"
+        );
+        let d = describe(
+            &["NO_SUCH".into(), "OpaqueRef:1".into(), "b".into()],
+            &|_| "u-1".into(),
+        );
         assert_eq!(d, "Error code: NO_SUCH\nError parameters: u-1, b\n");
     }
 }

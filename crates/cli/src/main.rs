@@ -39,7 +39,9 @@ fn api_fail(e: CallError, cache: &mut Cache, api: &mut dyn Api) -> Fail {
                 .filter(|p| p.starts_with("OpaqueRef:"))
                 .map(|p| (p.clone(), cache.uuid_any(api, p)))
                 .collect();
-            Fail(errors::describe(&desc, &|r| uuids.get(r).cloned().unwrap_or_else(|| r.to_string())))
+            Fail(errors::describe(&desc, &|r| {
+                uuids.get(r).cloned().unwrap_or_else(|| r.to_string())
+            }))
         }
         CallError::Transport(t) => Fail(format!("{t}\n")),
     }
@@ -67,7 +69,18 @@ impl Cache {
     }
     /// A ref of unknown class as a uuid (for error messages).
     fn uuid_any(&mut self, api: &mut dyn Api, r: &str) -> String {
-        for c in ["PIF", "network", "VIF", "VM", "host", "Bond", "VLAN", "tunnel", "network_sriov", "pool"] {
+        for c in [
+            "PIF",
+            "network",
+            "VIF",
+            "VM",
+            "host",
+            "Bond",
+            "VLAN",
+            "tunnel",
+            "network_sriov",
+            "pool",
+        ] {
             let u = self.uuid(api, c, r);
             if u != "<not in database>" {
                 return u;
@@ -85,11 +98,20 @@ fn text(v: &Value) -> String {
         Value::Float(x) => x.to_string(),
         Value::String(s) | Value::DateTime(s) => s.clone(),
         Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join("; "),
-        Value::Struct(m) => m.iter().map(|(k, v)| format!("{k}: {}", text(v))).collect::<Vec<_>>().join("; "),
+        Value::Struct(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", text(v)))
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 
-fn field_value(api: &mut dyn Api, cache: &mut Cache, f: &Fld, rec: &BTreeMap<String, Value>) -> String {
+fn field_value(
+    api: &mut dyn Api,
+    cache: &mut Cache,
+    f: &Fld,
+    rec: &BTreeMap<String, Value>,
+) -> String {
     let get = |k: &str| rec.get(k).cloned().unwrap_or(Value::Nil);
     let cls = |c: &str| -> &'static str { records_class(c) };
     match f.src {
@@ -120,30 +142,58 @@ fn field_value(api: &mut dyn Api, cache: &mut Cache, f: &Fld, rec: &BTreeMap<Str
                 .and_then(|x| x.as_struct()?.get(field).map(text))
                 .unwrap_or_else(|| "<not in database>".into())
         }
-        Src::Metric(m) => metric(api, cache, rec, m).map(|v| text(&v)).unwrap_or_default(),
+        Src::Metric(m) => metric(api, cache, rec, m)
+            .map(|v| text(&v))
+            .unwrap_or_default(),
         Src::Speed => match metric(api, cache, rec, "speed") {
             Some(v) => format!("{} Mbit/s", text(&v)),
             None => String::new(),
         },
         Src::Duplex => match metric(api, cache, rec, "duplex") {
             Some(Value::Bool(true)) => "full".into(),
-            Some(Value::Bool(false)) if metric(api, cache, rec, "carrier") == Some(Value::Bool(true)) => "half".into(),
+            Some(Value::Bool(false))
+                if metric(api, cache, rec, "carrier") == Some(Value::Bool(true)) =>
+            {
+                "half".into()
+            }
             _ => "unknown".into(),
         },
         Src::Expensive => "<expensive field>".into(),
     }
 }
 
-fn metric(api: &mut dyn Api, cache: &mut Cache, rec: &BTreeMap<String, Value>, f: &str) -> Option<Value> {
+fn metric(
+    api: &mut dyn Api,
+    cache: &mut Cache,
+    rec: &BTreeMap<String, Value>,
+    f: &str,
+) -> Option<Value> {
     let r = rec.get("metrics")?.as_str()?.to_string();
-    cache.all(api, "PIF_metrics").get(&r)?.as_struct()?.get(f).cloned()
+    cache
+        .all(api, "PIF_metrics")
+        .get(&r)?
+        .as_struct()?
+        .get(f)
+        .cloned()
 }
 
 fn records_class(c: &str) -> &'static str {
-    ["PIF", "network", "VIF", "VM", "host", "Bond", "VLAN", "tunnel", "network_sriov", "pool", "PIF_metrics"]
-        .into_iter()
-        .find(|x| *x == c)
-        .unwrap_or("PIF")
+    [
+        "PIF",
+        "network",
+        "VIF",
+        "VM",
+        "host",
+        "Bond",
+        "VLAN",
+        "tunnel",
+        "network_sriov",
+        "pool",
+        "PIF_metrics",
+    ]
+    .into_iter()
+    .find(|x| *x == c)
+    .unwrap_or("PIF")
 }
 
 struct Args {
@@ -155,11 +205,17 @@ struct Args {
 }
 impl Args {
     fn get(&self, k: &str) -> Option<&str> {
-        self.kv.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+        self.kv
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
     }
     fn need(&self, k: &str) -> R<&str> {
-        self.get(k)
-            .ok_or_else(|| Fail(format!("This operation requires the following parameter: {k}\n")))
+        self.get(k).ok_or_else(|| {
+            Fail(format!(
+                "This operation requires the following parameter: {k}\n"
+            ))
+        })
     }
 }
 
@@ -180,10 +236,16 @@ impl Ctx<'_> {
         }
     }
     fn by_uuid(&mut self, class: &str, uuid: &str) -> R<String> {
-        Ok(self.call(&format!("{class}.get_by_uuid"), vec![s(uuid)])?.as_str().unwrap_or("").to_string())
+        Ok(self
+            .call(&format!("{class}.get_by_uuid"), vec![s(uuid)])?
+            .as_str()
+            .unwrap_or("")
+            .to_string())
     }
     fn uuid_of(&mut self, class: &str, r: &Value) -> R<String> {
-        Ok(text(&self.call(&format!("{class}.get_uuid"), vec![r.clone()])?))
+        Ok(text(
+            &self.call(&format!("{class}.get_uuid"), vec![r.clone()])?,
+        ))
     }
     fn println(&mut self, line: &str) {
         self.out.push_str(line);
@@ -192,7 +254,12 @@ impl Ctx<'_> {
 }
 
 /// Renders the selected fields of one record.
-fn render(ctx: &mut Ctx, c: &Cls, rec: &BTreeMap<String, Value>, names: Option<&[String]>) -> Vec<(String, String)> {
+fn render(
+    ctx: &mut Ctx,
+    c: &Cls,
+    rec: &BTreeMap<String, Value>,
+    names: Option<&[String]>,
+) -> Vec<(String, String)> {
     let mut out = vec![];
     for f in c.fields {
         if let Some(n) = names {
@@ -206,17 +273,31 @@ fn render(ctx: &mut Ctx, c: &Cls, rec: &BTreeMap<String, Value>, names: Option<&
     out
 }
 
-fn matches_filters(ctx: &mut Ctx, c: &Cls, rec: &BTreeMap<String, Value>, filters: &[(String, String)]) -> bool {
+fn matches_filters(
+    ctx: &mut Ctx,
+    c: &Cls,
+    rec: &BTreeMap<String, Value>,
+    filters: &[(String, String)],
+) -> bool {
     for (k, want) in filters {
         let (name, mkey) = match k.split_once(':') {
             Some((a, b)) => (a, Some(b)),
             None => (k.as_str(), None),
         };
-        let Some(f) = c.fields.iter().find(|f| f.name == name) else { return false };
+        let Some(f) = c.fields.iter().find(|f| f.name == name) else {
+            return false;
+        };
         let ok = match mkey {
-            Some("contains") => field_value(ctx.api, &mut ctx.cache, f, rec).split("; ").any(|x| x == want),
+            Some("contains") => field_value(ctx.api, &mut ctx.cache, f, rec)
+                .split("; ")
+                .any(|x| x == want),
             Some(mk) => match f.src {
-                Src::F(api) => rec.get(api).and_then(|m| m.as_struct()?.get(mk).map(text)).as_deref() == Some(want.as_str()),
+                Src::F(api) => {
+                    rec.get(api)
+                        .and_then(|m| m.as_struct()?.get(mk).map(text))
+                        .as_deref()
+                        == Some(want.as_str())
+                }
                 _ => false,
             },
             None => {
@@ -244,7 +325,11 @@ fn list(ctx: &mut Ctx, c: &'static Cls, a: &Args, extra: &[(String, String)]) ->
     let filters: Vec<(String, String)> = if a.all {
         vec![]
     } else {
-        a.kv.iter().filter(|(k, _)| k != "params").cloned().chain(extra.iter().cloned()).collect()
+        a.kv.iter()
+            .filter(|(k, _)| k != "params")
+            .cloned()
+            .chain(extra.iter().cloned())
+            .collect()
     };
     let recs = ctx.cache.all(ctx.api, records_class(c.api)).clone();
     let mut first = vec![];
@@ -295,7 +380,9 @@ fn param_cmd(ctx: &mut Ctx, c: &'static Cls, op: &str, a: &Args) -> R<()> {
             let f = field(c, a.need("param-name")?)?;
             match a.get("param-key") {
                 Some(k) => {
-                    let Src::F(api) = f.src else { return Err(Fail("Key not found\n".into())) };
+                    let Src::F(api) = f.src else {
+                        return Err(Fail("Key not found\n".into()));
+                    };
                     let v = rec.get(api).and_then(|m| m.as_struct()?.get(k).map(text));
                     match v {
                         Some(v) => ctx.println(&v),
@@ -325,13 +412,17 @@ fn param_cmd(ctx: &mut Ctx, c: &'static Cls, op: &str, a: &Args) -> R<()> {
                         ctx.call(setter, vec![s(&r), Value::Array(items)])?;
                     }
                     (Set::Map(api), Some(mk)) => {
-                        let _ = ctx.api.call(&format!("{}.remove_from_{api}", c.api), vec![s(&r), s(mk)]);
+                        let _ = ctx
+                            .api
+                            .call(&format!("{}.remove_from_{api}", c.api), vec![s(&r), s(mk)]);
                         ctx.call(&format!("{}.add_to_{api}", c.api), vec![s(&r), s(mk), s(v)])?;
                     }
                     (Set::Prop(m), Some(mk)) => {
                         ctx.call(m, vec![s(&r), s(mk), s(v)])?;
                     }
-                    (Set::Items(..), Some(_)) => return Err(Fail("Cannot param-set on set fields\n".into())),
+                    (Set::Items(..), Some(_)) => {
+                        return Err(Fail("Cannot param-set on set fields\n".into()))
+                    }
                     _ => return Err(Fail(format!("Field '{name}' is read-only.\n"))),
                 }
             }
@@ -345,7 +436,10 @@ fn param_cmd(ctx: &mut Ctx, c: &'static Cls, op: &str, a: &Args) -> R<()> {
                     ctx.call(add, vec![s(&r), s(&v)])?;
                 }
                 Set::Map(api) => {
-                    for (k, v) in a.kv.iter().filter(|(k, _)| k != "uuid" && k != "param-name") {
+                    for (k, v) in
+                        a.kv.iter()
+                            .filter(|(k, _)| k != "uuid" && k != "param-name")
+                    {
                         ctx.call(&format!("{}.add_to_{api}", c.api), vec![s(&r), s(k), s(v)])?;
                     }
                 }
@@ -361,10 +455,18 @@ fn param_cmd(ctx: &mut Ctx, c: &'static Cls, op: &str, a: &Args) -> R<()> {
                     ctx.call(rm, vec![s(&r), s(&key)])?;
                 }
                 (Set::Map(api), Src::F(field)) => {
-                    if rec.get(field).and_then(|m| m.as_struct()).map(|m| m.contains_key(&key)) != Some(true) {
+                    if rec
+                        .get(field)
+                        .and_then(|m| m.as_struct())
+                        .map(|m| m.contains_key(&key))
+                        != Some(true)
+                    {
                         return Err(Fail(format!("Key {key} is not in map\n")));
                     }
-                    ctx.call(&format!("{}.remove_from_{api}", c.api), vec![s(&r), s(&key)])?;
+                    ctx.call(
+                        &format!("{}.remove_from_{api}", c.api),
+                        vec![s(&r), s(&key)],
+                    )?;
                 }
                 _ => return Err(Fail(format!("Field '{}' is read-only.\n", f.name))),
             }
@@ -374,13 +476,21 @@ fn param_cmd(ctx: &mut Ctx, c: &'static Cls, op: &str, a: &Args) -> R<()> {
             let f = field(c, a.need("param-name")?)?;
             match (f.set, f.src) {
                 (Set::Map(api), Src::F(field)) => {
-                    let keys: Vec<String> = rec.get(field).and_then(|m| m.as_struct()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+                    let keys: Vec<String> = rec
+                        .get(field)
+                        .and_then(|m| m.as_struct())
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default();
                     for k in keys {
                         ctx.call(&format!("{}.remove_from_{api}", c.api), vec![s(&r), s(&k)])?;
                     }
                 }
                 (Set::Items(_, rm, _), Src::F(field)) => {
-                    let items: Vec<Value> = rec.get(field).and_then(|v| v.as_array()).map(|a| a.to_vec()).unwrap_or_default();
+                    let items: Vec<Value> = rec
+                        .get(field)
+                        .and_then(|v| v.as_array())
+                        .map(|a| a.to_vec())
+                        .unwrap_or_default();
                     for i in items {
                         ctx.call(rm, vec![s(&r), i])?;
                     }
@@ -408,18 +518,31 @@ fn random_mac() -> String {
         let _ = std::io::Read::read_exact(&mut f, &mut b);
     }
     b[0] = (b[0] | 0x02) & !0x01;
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn net_create_args(a: &Args) -> R<Value> {
     let mut m = BTreeMap::new();
     m.insert("name_label".to_string(), s(a.need("name-label")?));
-    m.insert("name_description".to_string(), s(a.get("name-description").unwrap_or("")));
-    let mtu: i64 = a.get("MTU").unwrap_or("1500").parse().map_err(|_| Fail("MTU must be an integer\n".into()))?;
+    m.insert(
+        "name_description".to_string(),
+        s(a.get("name-description").unwrap_or("")),
+    );
+    let mtu: i64 = a
+        .get("MTU")
+        .unwrap_or("1500")
+        .parse()
+        .map_err(|_| Fail("MTU must be an integer\n".into()))?;
     m.insert("MTU".to_string(), Value::Int(mtu));
     m.insert("other_config".to_string(), Value::Struct(BTreeMap::new()));
     m.insert("bridge".to_string(), s(a.get("bridge").unwrap_or("")));
-    let managed = a.get("managed").map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(true);
+    let managed = a
+        .get("managed")
+        .map(|v| v.eq_ignore_ascii_case("true"))
+        .unwrap_or(true);
     m.insert("managed".to_string(), Value::Bool(managed));
     m.insert("tags".to_string(), Value::Array(vec![]));
     Ok(Value::Struct(m))
@@ -445,8 +568,19 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
         }
         "pif-introduce" => {
             let h = ctx.by_uuid("host", a.need("host-uuid")?)?;
-            let managed = a.get("managed").map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(true);
-            let r = ctx.call("PIF.introduce", vec![s(&h), s(a.get("mac").unwrap_or("")), s(a.need("device")?), Value::Bool(managed)])?;
+            let managed = a
+                .get("managed")
+                .map(|v| v.eq_ignore_ascii_case("true"))
+                .unwrap_or(true);
+            let r = ctx.call(
+                "PIF.introduce",
+                vec![
+                    s(&h),
+                    s(a.get("mac").unwrap_or("")),
+                    s(a.need("device")?),
+                    Value::Bool(managed),
+                ],
+            )?;
             print_uuid(ctx, "PIF", &r)?;
         }
         "pif-forget" | "pif-db-forget" | "pif-plug" | "pif-unplug" => {
@@ -461,22 +595,43 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
         }
         "pif-reconfigure-ip" => {
             let p = ctx.by_uuid("PIF", a.need("uuid")?)?;
-            let get_ci = |k: &str| a.kv.iter().find(|(x, _)| x.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone()).unwrap_or_default();
+            let get_ci = |k: &str| {
+                a.kv.iter()
+                    .find(|(x, _)| x.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
             ctx.call(
                 "PIF.reconfigure_ip",
-                vec![s(&p), s(a.need("mode")?), s(&get_ci("IP")), s(a.get("netmask").unwrap_or("")), s(a.get("gateway").unwrap_or("")), s(&get_ci("DNS"))],
+                vec![
+                    s(&p),
+                    s(a.need("mode")?),
+                    s(&get_ci("IP")),
+                    s(a.get("netmask").unwrap_or("")),
+                    s(a.get("gateway").unwrap_or("")),
+                    s(&get_ci("DNS")),
+                ],
             )?;
         }
         "pif-reconfigure-ipv6" => {
             let p = ctx.by_uuid("PIF", a.need("uuid")?)?;
             ctx.call(
                 "PIF.reconfigure_ipv6",
-                vec![s(&p), s(a.need("mode")?), s(a.get("IPv6").unwrap_or("")), s(a.get("gateway").unwrap_or("")), s(a.get("DNS").unwrap_or(""))],
+                vec![
+                    s(&p),
+                    s(a.need("mode")?),
+                    s(a.get("IPv6").unwrap_or("")),
+                    s(a.get("gateway").unwrap_or("")),
+                    s(a.get("DNS").unwrap_or("")),
+                ],
             )?;
         }
         "pif-set-primary-address-type" => {
             let p = ctx.by_uuid("PIF", a.need("uuid")?)?;
-            ctx.call("PIF.set_primary_address_type", vec![s(&p), s(a.need("primary_address_type")?)])?;
+            ctx.call(
+                "PIF.set_primary_address_type",
+                vec![s(&p), s(a.need("primary_address_type")?)],
+            )?;
         }
         "network-create" => {
             let r = ctx.call("network.create", vec![net_create_args(a)?])?;
@@ -489,18 +644,28 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
         "vlan-create" | "pool-vlan-create" => {
             let p = ctx.by_uuid("PIF", a.need("pif-uuid")?)?;
             let n = ctx.by_uuid("network", a.need("network-uuid")?)?;
-            let tag: i64 = a.need("vlan")?.parse().map_err(|_| Fail("vlan must be an integer\n".into()))?;
+            let tag: i64 = a
+                .need("vlan")?
+                .parse()
+                .map_err(|_| Fail("vlan must be an integer\n".into()))?;
             if cmd == "vlan-create" {
                 let v = ctx.call("VLAN.create", vec![s(&p), Value::Int(tag), s(&n)])?;
                 let up = ctx.call("VLAN.get_untagged_PIF", vec![v])?;
                 print_uuid(ctx, "PIF", &up)?;
             } else {
-                let pifs = ctx.call("pool.create_VLAN_from_PIF", vec![s(&p), s(&n), Value::Int(tag)])?;
+                let pifs = ctx.call(
+                    "pool.create_VLAN_from_PIF",
+                    vec![s(&p), s(&n), Value::Int(tag)],
+                )?;
                 let mut uuids = vec![];
                 for r in pifs.as_array().unwrap_or(&[]).to_vec() {
                     uuids.push(ctx.uuid_of("PIF", &r)?);
                 }
-                let line = if a.minimal { printer::minimal(&uuids) } else { uuids.join("\n") };
+                let line = if a.minimal {
+                    printer::minimal(&uuids)
+                } else {
+                    uuids.join("\n")
+                };
                 ctx.println(&line);
             }
         }
@@ -530,7 +695,13 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
                 .collect();
             let b = ctx.call(
                 "Bond.create",
-                vec![s(&n), Value::Array(members), s(a.get("mac").unwrap_or("")), s(a.get("mode").unwrap_or("balance-slb")), Value::Struct(props)],
+                vec![
+                    s(&n),
+                    Value::Array(members),
+                    s(a.get("mac").unwrap_or("")),
+                    s(a.get("mode").unwrap_or("balance-slb")),
+                    Value::Struct(props),
+                ],
             )?;
             print_uuid(ctx, "Bond", &b)?;
         }
@@ -545,7 +716,10 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
         "tunnel-create" => {
             let p = ctx.by_uuid("PIF", a.need("pif-uuid")?)?;
             let n = ctx.by_uuid("network", a.need("network-uuid")?)?;
-            let t = ctx.call("tunnel.create", vec![s(&p), s(&n), s(a.get("protocol").unwrap_or("gre"))])?;
+            let t = ctx.call(
+                "tunnel.create",
+                vec![s(&p), s(&n), s(a.get("protocol").unwrap_or("gre"))],
+            )?;
             let access = ctx.call("tunnel.get_access_PIF", vec![t])?;
             print_uuid(ctx, "PIF", &access)?;
         }
@@ -580,7 +754,10 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             m.insert("MTU".to_string(), Value::Int(mtu.as_int().unwrap_or(1500)));
             m.insert("other_config".to_string(), Value::Struct(BTreeMap::new()));
             m.insert("qos_algorithm_type".to_string(), s(""));
-            m.insert("qos_algorithm_params".to_string(), Value::Struct(BTreeMap::new()));
+            m.insert(
+                "qos_algorithm_params".to_string(),
+                Value::Struct(BTreeMap::new()),
+            );
             m.insert("locking_mode".to_string(), s("network_default"));
             let v = ctx.call("VIF.create", vec![Value::Struct(m)])?;
             print_uuid(ctx, "VIF", &v)?;
@@ -602,21 +779,47 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
         }
         "vif-configure-ipv4" | "vif-configure-ipv6" => {
             let v = ctx.by_uuid("VIF", a.need("uuid")?)?;
-            let m = if cmd.ends_with("ipv4") { "VIF.configure_ipv4" } else { "VIF.configure_ipv6" };
-            ctx.call(m, vec![s(&v), s(a.need("mode")?), s(a.get("address").unwrap_or("")), s(a.get("gateway").unwrap_or(""))])?;
+            let m = if cmd.ends_with("ipv4") {
+                "VIF.configure_ipv4"
+            } else {
+                "VIF.configure_ipv6"
+            };
+            ctx.call(
+                m,
+                vec![
+                    s(&v),
+                    s(a.need("mode")?),
+                    s(a.get("address").unwrap_or("")),
+                    s(a.get("gateway").unwrap_or("")),
+                ],
+            )?;
         }
         "vm-vif-list" => {
             let vm_uuid = a.need("uuid").or_else(|_| a.need("vm"))?.to_string();
             let vm = ctx.by_uuid("VM", &vm_uuid)?;
             let _ = vm;
             let filt = vec![("vm-uuid".to_string(), vm_uuid)];
-            let rest = Args { cmd: a.cmd.clone(), kv: a.kv.iter().filter(|(k, _)| k == "params").cloned().collect(), minimal: a.minimal, force: a.force, all: false };
+            let rest = Args {
+                cmd: a.cmd.clone(),
+                kv: a
+                    .kv
+                    .iter()
+                    .filter(|(k, _)| k == "params")
+                    .cloned()
+                    .collect(),
+                minimal: a.minimal,
+                force: a.force,
+                all: false,
+            };
             return list(ctx, &records::VIF, &rest, &filt);
         }
         "vm-create" => {
             let mut m = BTreeMap::new();
             m.insert("name_label".to_string(), s(a.need("name-label")?));
-            m.insert("name_description".to_string(), s(a.get("name-description").unwrap_or("")));
+            m.insert(
+                "name_description".to_string(),
+                s(a.get("name-description").unwrap_or("")),
+            );
             let vm = ctx.call("VM.create", vec![Value::Struct(m)])?;
             print_uuid(ctx, "VM", &vm)?;
         }
@@ -636,25 +839,64 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             ctx.call("pool.management_reconfigure", vec![s(&n)])?;
         }
         "help" => ctx.out.push_str(&help()),
-        _ => return Err(Fail(format!("Unknown command: {cmd}\nFor usage run: 'xe help'\n"))),
+        _ => {
+            return Err(Fail(format!(
+                "Unknown command: {cmd}\nFor usage run: 'xe help'\n"
+            )))
+        }
     }
     Ok(())
 }
 
 fn help() -> String {
     let mut cmds: Vec<String> = vec![
-        "pif-scan", "pif-introduce", "pif-forget", "pif-plug", "pif-unplug", "pif-reconfigure-ip", "pif-reconfigure-ipv6",
-        "pif-set-primary-address-type", "network-create", "network-destroy", "vlan-create", "pool-vlan-create", "vlan-destroy",
-        "bond-create", "bond-destroy", "bond-set-mode", "tunnel-create", "tunnel-destroy", "network-sriov-create",
-        "network-sriov-destroy", "vif-create", "vif-destroy", "vif-plug", "vif-unplug", "vif-move", "vif-configure-ipv4",
-        "vif-configure-ipv6", "vm-vif-list", "vm-create", "vm-destroy", "host-management-reconfigure",
-        "host-management-disable", "pool-management-reconfigure",
+        "pif-scan",
+        "pif-introduce",
+        "pif-forget",
+        "pif-plug",
+        "pif-unplug",
+        "pif-reconfigure-ip",
+        "pif-reconfigure-ipv6",
+        "pif-set-primary-address-type",
+        "network-create",
+        "network-destroy",
+        "vlan-create",
+        "pool-vlan-create",
+        "vlan-destroy",
+        "bond-create",
+        "bond-destroy",
+        "bond-set-mode",
+        "tunnel-create",
+        "tunnel-destroy",
+        "network-sriov-create",
+        "network-sriov-destroy",
+        "vif-create",
+        "vif-destroy",
+        "vif-plug",
+        "vif-unplug",
+        "vif-move",
+        "vif-configure-ipv4",
+        "vif-configure-ipv6",
+        "vm-vif-list",
+        "vm-create",
+        "vm-destroy",
+        "host-management-reconfigure",
+        "host-management-disable",
+        "pool-management-reconfigure",
     ]
     .into_iter()
     .map(String::from)
     .collect();
     for c in records::CLASSES {
-        for op in ["list", "param-list", "param-get", "param-set", "param-add", "param-remove", "param-clear"] {
+        for op in [
+            "list",
+            "param-list",
+            "param-get",
+            "param-set",
+            "param-add",
+            "param-remove",
+            "param-clear",
+        ] {
             cmds.push(format!("{}-{op}", c.cli));
         }
     }
@@ -674,7 +916,13 @@ struct Conn {
 }
 
 fn parse_args(raw: Vec<String>) -> Result<(Args, Conn), String> {
-    let mut a = Args { cmd: String::new(), kv: vec![], minimal: false, force: false, all: false };
+    let mut a = Args {
+        cmd: String::new(),
+        kv: vec![],
+        minimal: false,
+        force: false,
+        all: false,
+    };
     let mut host = None;
     let mut port = 443u16;
     let mut tls = true;
@@ -689,12 +937,19 @@ fn parse_args(raw: Vec<String>) -> Result<(Args, Conn), String> {
             "--all" => a.all = true,
             "--nossl" => tls = false,
             "-s" | "-h" => host = Some(val(&x)?),
-            "-p" => port = val("-p")?.parse().map_err(|_| "port must be a number".to_string())?,
+            "-p" => {
+                port = val("-p")?
+                    .parse()
+                    .map_err(|_| "port must be a number".to_string())?
+            }
             "-u" => user = val("-u")?,
             "-pw" => password = val("-pw")?,
             "-pwf" => {
                 let f = val("-pwf")?;
-                password = std::fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?.trim_end().to_string();
+                password = std::fs::read_to_string(&f)
+                    .map_err(|e| format!("{f}: {e}"))?
+                    .trim_end()
+                    .to_string();
             }
             _ if a.cmd.is_empty() && !x.contains('=') => a.cmd = x,
             _ => match x.split_once('=') {
@@ -706,9 +961,18 @@ fn parse_args(raw: Vec<String>) -> Result<(Args, Conn), String> {
     }
     let target = match host {
         Some(h) => Target::Tcp { host: h, port, tls },
-        None => Target::Unix(std::env::var("XNET_SOCKET").unwrap_or_else(|_| "/run/xnet/xapi.sock".into())),
+        None => Target::Unix(
+            std::env::var("XNET_SOCKET").unwrap_or_else(|_| "/run/xnet/xapi.sock".into()),
+        ),
     };
-    Ok((a, Conn { target, user, password }))
+    Ok((
+        a,
+        Conn {
+            target,
+            user,
+            password,
+        },
+    ))
 }
 
 fn main() {
@@ -731,7 +995,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let session = match client.call("session.login_with_password", vec![s(&conn.user), s(&conn.password), s("1.0"), s("xe")]) {
+    let session = match client.call(
+        "session.login_with_password",
+        vec![s(&conn.user), s(&conn.password), s("1.0"), s("xe")],
+    ) {
         Ok(v) => v,
         Err(CallError::Api(d)) => {
             eprint!("{}", errors::describe(&d, &|r| r.to_string()));
@@ -744,13 +1011,19 @@ fn main() {
     };
     let mut sess = Session { client, session };
     let (code, out, err) = {
-        let mut ctx = Ctx { api: &mut sess, cache: Cache::default(), out: String::new() };
+        let mut ctx = Ctx {
+            api: &mut sess,
+            cache: Cache::default(),
+            out: String::new(),
+        };
         match command(&mut ctx, &args) {
             Ok(()) => (0, ctx.out, String::new()),
             Err(Fail(e)) => (1, ctx.out, e),
         }
     };
-    let _ = sess.client.call("session.logout", vec![sess.session.clone()]);
+    let _ = sess
+        .client
+        .call("session.logout", vec![sess.session.clone()]);
     print!("{out}");
     eprint!("{err}");
     std::process::exit(code);
@@ -767,35 +1040,66 @@ mod tests {
             let (class, op) = method.split_once('.').unwrap();
             let t = self.0.get(class).cloned().unwrap_or_default();
             match op {
-                "get_all_records" => Ok(Value::Struct(t.into_iter().map(|(k, v)| (k, v)).collect())),
+                "get_all_records" => Ok(Value::Struct(t.into_iter().collect())),
                 "get_by_uuid" => t
                     .iter()
                     .find(|(_, r)| r.as_struct().unwrap()["uuid"] == params[0])
                     .map(|(k, _)| Value::String(k.clone()))
-                    .ok_or_else(|| CallError::Api(vec!["UUID_INVALID".into(), class.into(), text(&params[0])])),
+                    .ok_or_else(|| {
+                        CallError::Api(vec!["UUID_INVALID".into(), class.into(), text(&params[0])])
+                    }),
                 "get_record" => Ok(t[params[0].as_str().unwrap()].clone()),
-                _ => Err(CallError::Api(vec!["MESSAGE_METHOD_UNKNOWN".into(), method.into()])),
+                _ => Err(CallError::Api(vec![
+                    "MESSAGE_METHOD_UNKNOWN".into(),
+                    method.into(),
+                ])),
             }
         }
     }
 
     fn rec(pairs: &[(&str, Value)]) -> Value {
-        Value::Struct(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Struct(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     fn fake() -> Fake {
         let mut db = BTreeMap::new();
         let mut nets = BTreeMap::new();
-        nets.insert("OpaqueRef:n".to_string(), rec(&[("uuid", s("net-u")), ("name_label", s("Pool-wide network 0")), ("name_description", s("")), ("bridge", s("xenbr0")), ("tags", Value::Array(vec![s("a"), s("b,c")]))]));
+        nets.insert(
+            "OpaqueRef:n".to_string(),
+            rec(&[
+                ("uuid", s("net-u")),
+                ("name_label", s("Pool-wide network 0")),
+                ("name_description", s("")),
+                ("bridge", s("xenbr0")),
+                ("tags", Value::Array(vec![s("a"), s("b,c")])),
+            ]),
+        );
         db.insert("network".to_string(), nets);
         let mut pifs = BTreeMap::new();
         pifs.insert(
             "OpaqueRef:p".to_string(),
-            rec(&[("uuid", s("pif-u")), ("device", s("eth0")), ("MAC", s("52:54:00:AA:00:01")), ("currently_attached", Value::Bool(true)), ("VLAN", Value::Int(-1)), ("network", s("OpaqueRef:n")), ("host", s("OpaqueRef:h")), ("other_config", rec(&[("k", s("v"))]))]),
+            rec(&[
+                ("uuid", s("pif-u")),
+                ("device", s("eth0")),
+                ("MAC", s("52:54:00:AA:00:01")),
+                ("currently_attached", Value::Bool(true)),
+                ("VLAN", Value::Int(-1)),
+                ("network", s("OpaqueRef:n")),
+                ("host", s("OpaqueRef:h")),
+                ("other_config", rec(&[("k", s("v"))])),
+            ]),
         );
         db.insert("PIF".to_string(), pifs);
         let mut hosts = BTreeMap::new();
-        hosts.insert("OpaqueRef:h".to_string(), rec(&[("uuid", s("host-u")), ("name_label", s("h0"))]));
+        hosts.insert(
+            "OpaqueRef:h".to_string(),
+            rec(&[("uuid", s("host-u")), ("name_label", s("h0"))]),
+        );
         db.insert("host".to_string(), hosts);
         Fake(db)
     }
@@ -803,7 +1107,11 @@ mod tests {
     fn run(args: &[&str]) -> (String, Option<String>) {
         let (a, _) = parse_args(args.iter().map(|x| x.to_string()).collect()).unwrap();
         let mut f = fake();
-        let mut ctx = Ctx { api: &mut f, cache: Cache::default(), out: String::new() };
+        let mut ctx = Ctx {
+            api: &mut f,
+            cache: Cache::default(),
+            out: String::new(),
+        };
         let r = command(&mut ctx, &a);
         (ctx.out, r.err().map(|Fail(e)| e))
     }
@@ -820,23 +1128,50 @@ mod tests {
 
     #[test]
     fn filters_params_minimal() {
-        assert_eq!(run(&["pif-list", "MAC=52:54:00:aa:00:01", "--minimal"]).0, "pif-u\n");
+        assert_eq!(
+            run(&["pif-list", "MAC=52:54:00:aa:00:01", "--minimal"]).0,
+            "pif-u\n"
+        );
         assert_eq!(run(&["pif-list", "device=eth9", "--minimal"]).0, "\n");
-        assert_eq!(run(&["pif-list", "other-config:k=v", "params=device", "--minimal"]).0, "eth0\n");
+        assert_eq!(
+            run(&["pif-list", "other-config:k=v", "params=device", "--minimal"]).0,
+            "eth0\n"
+        );
         let (out, _) = run(&["network-list", "params=bridge,uuid"]);
-        assert_eq!(out, "uuid ( RO)      : net-u\n    bridge ( RO): xenbr0\n\n\n");
-        assert_eq!(run(&["network-param-get", "uuid=net-u", "param-name=tags"]).0, "a, b,c\n");
-        assert_eq!(run(&["pif-param-get", "uuid=pif-u", "param-name=other-config", "param-key=k"]).0, "v\n");
+        assert_eq!(
+            out,
+            "uuid ( RO)      : net-u\n    bridge ( RO): xenbr0\n\n\n"
+        );
+        assert_eq!(
+            run(&["network-param-get", "uuid=net-u", "param-name=tags"]).0,
+            "a, b,c\n"
+        );
+        assert_eq!(
+            run(&[
+                "pif-param-get",
+                "uuid=pif-u",
+                "param-name=other-config",
+                "param-key=k"
+            ])
+            .0,
+            "v\n"
+        );
     }
 
     #[test]
     fn errors_and_usage() {
         let (_, err) = run(&["network-param-list", "uuid=nope"]);
-        assert_eq!(err.unwrap(), "The uuid you supplied was invalid.\ntype: network\nuuid: nope\n");
+        assert_eq!(
+            err.unwrap(),
+            "The uuid you supplied was invalid.\ntype: network\nuuid: nope\n"
+        );
         let (_, err) = run(&["bogus-cmd"]);
         assert!(err.unwrap().starts_with("Unknown command: bogus-cmd"));
         let (_, err) = run(&["vlan-create"]);
-        assert_eq!(err.unwrap(), "This operation requires the following parameter: pif-uuid\n");
+        assert_eq!(
+            err.unwrap(),
+            "This operation requires the following parameter: pif-uuid\n"
+        );
         let (_, err) = run(&["pif-param-set", "uuid=pif-u", "device=x"]);
         assert_eq!(err.unwrap(), "Field 'device' is read-only.\n");
         assert!(parse_args(vec!["pif-list".into(), "-p".into(), "x".into()]).is_err());

@@ -3,7 +3,11 @@
 
 /// One record: (key with tag, value) pairs in record order.
 pub fn record(fields: &[(String, String)]) -> String {
-    let width = 4 + fields.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = 4 + fields
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     for (n, (k, v)) in fields.iter().enumerate() {
         if n == 0 {
@@ -50,6 +54,9 @@ mod tests {
 
     #[test]
     fn minimal_escapes() {
-        assert_eq!(minimal(&["a,b".into(), "c\\d".into(), "e".into()]), "a\\,b,c\\\\d,e");
+        assert_eq!(
+            minimal(&["a,b".into(), "c\\d".into(), "e".into()]),
+            "a\\,b,c\\\\d,e"
+        );
     }
 }

@@ -67,7 +67,8 @@ impl Client {
     pub fn connect(t: &Target) -> Result<Client, String> {
         let stream: Box<dyn Stream> = match t {
             Target::Unix(p) => Box::new(
-                std::os::unix::net::UnixStream::connect(p).map_err(|e| format!("Error: Unable to connect to xnetd at {p}: {e}"))?,
+                std::os::unix::net::UnixStream::connect(p)
+                    .map_err(|e| format!("Error: Unable to connect to xnetd at {p}: {e}"))?,
             ),
             Target::Tcp { host, port, tls } => {
                 let s = std::net::TcpStream::connect((host.as_str(), *port))
@@ -82,24 +83,41 @@ impl Client {
                         .dangerous()
                         .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
                         .with_no_client_auth();
-                    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-                    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| e.to_string())?;
+                    let conn = rustls::ClientConnection::new(Arc::new(cfg), name)
+                        .map_err(|e| e.to_string())?;
                     Box::new(rustls::StreamOwned::new(conn, s))
                 } else {
                     Box::new(s)
                 }
             }
         };
-        Ok(Client { stream, reader_buf: vec![], next_id: 1 })
+        Ok(Client {
+            stream,
+            reader_buf: vec![],
+            next_id: 1,
+        })
     }
 
     pub fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value, CallError> {
-        let req = Request { version: Version::V1, id: self.next_id.into(), call: MethodCall { method: method.into(), params } };
+        let req = Request {
+            version: Version::V1,
+            id: self.next_id.into(),
+            call: MethodCall {
+                method: method.into(),
+                params,
+            },
+        };
         self.next_id += 1;
         let body = jsonrpc::encode_request(&req);
         let head = format!("POST /jsonrpc HTTP/1.1\r\nHost: xe\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
-        let t = |e: std::io::Error| CallError::Transport(format!("connection to the server failed: {e}"));
-        self.stream.write_all(format!("{head}{body}").as_bytes()).map_err(t)?;
+        let t = |e: std::io::Error| {
+            CallError::Transport(format!("connection to the server failed: {e}"))
+        };
+        self.stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .map_err(t)?;
         self.stream.flush().map_err(t)?;
         let body = self.read_response().map_err(t)?;
         match jsonrpc::parse_response(&body).map_err(|e| CallError::Transport(e.to_string()))? {
@@ -109,12 +127,18 @@ impl Client {
     }
 
     fn read_response(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut r = BufReader::new(ReadWith { s: &mut self.stream, pending: std::mem::take(&mut self.reader_buf) });
+        let mut r = BufReader::new(ReadWith {
+            s: &mut self.stream,
+            pending: std::mem::take(&mut self.reader_buf),
+        });
         let mut len = 0usize;
         loop {
             let mut line = String::new();
             if r.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
             }
             if line == "\r\n" {
                 break;

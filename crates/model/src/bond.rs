@@ -21,7 +21,15 @@ pub fn register(reg: &mut Registry) {
         ],
         Box::new(|d, a| {
             let props = str_map(&a_map(a, 4));
-            create(d, a_str(a, 0), &a_strs(a, 1), a_str(a, 2), a_str(a, 3), &props).map(db::vs)
+            create(
+                d,
+                a_str(a, 0),
+                &a_strs(a, 1),
+                a_str(a, 2),
+                a_str(a, 3),
+                &props,
+            )
+            .map(db::vs)
         }),
     );
     reg.write(
@@ -31,12 +39,19 @@ pub fn register(reg: &mut Registry) {
     );
     reg.write(
         "Bond.set_mode",
-        vec![p("self", P::Ref("Bond")), p("value", P::Enum(schema::BOND_MODES))],
+        vec![
+            p("self", P::Ref("Bond")),
+            p("value", P::Enum(schema::BOND_MODES)),
+        ],
         Box::new(|d, a| set_mode(d, a_str(a, 0), a_str(a, 1)).map(|_| Value::Nil)),
     );
     reg.write(
         "Bond.set_property",
-        vec![p("self", P::Ref("Bond")), p("name", P::Str), p("value", P::Str)],
+        vec![
+            p("self", P::Ref("Bond")),
+            p("name", P::Str),
+            p("value", P::Str),
+        ],
         Box::new(|d, a| set_property(d, a_str(a, 0), a_str(a, 1), a_str(a, 2)).map(|_| Value::Nil)),
     );
 }
@@ -48,10 +63,16 @@ fn str_map(m: &db::Map) -> Vec<(String, String)> {
 }
 
 /// Allowed properties per mode and the defaults each mode adds (§4.1).
-fn requirements(mode: &str) -> &'static [(&'static str, &'static [&'static str], Option<&'static str>)] {
+fn requirements(
+    mode: &str,
+) -> &'static [(&'static str, &'static [&'static str], Option<&'static str>)] {
     match mode {
         "lacp" => &[
-            ("hashing_algorithm", &["src_mac", "tcpudp_ports"], Some("tcpudp_ports")),
+            (
+                "hashing_algorithm",
+                &["src_mac", "tcpudp_ports"],
+                Some("tcpudp_ports"),
+            ),
             ("lacp-time", &["fast", "slow"], Some("slow")),
             ("lacp-aggregation-key", &[], None),
             ("lacp-fallback-ab", &["true", "false"], Some("true")),
@@ -136,7 +157,12 @@ pub fn create(
     let members = uniq;
     let primary = members
         .iter()
-        .find(|m| d.tables().get("PIF", m).map(|r| b(r, "management")).unwrap_or(false))
+        .find(|m| {
+            d.tables()
+                .get("PIF", m)
+                .map(|r| b(r, "management"))
+                .unwrap_or(false)
+        })
         .or_else(|| members.iter().find(|m| has_ip(d, m)))
         .unwrap_or(&members[0])
         .clone();
@@ -154,19 +180,26 @@ pub fn create(
         }
         let mr = d.rec("PIF", m)?.clone();
         match h::pif_kind(d, m) {
-            PifKind::VlanUntagged => return Err(ApiError::new("PIF_VLAN_EXISTS", &[s(&mr, "device")])),
+            PifKind::VlanUntagged => {
+                return Err(ApiError::new("PIF_VLAN_EXISTS", &[s(&mr, "device")]))
+            }
             PifKind::TunnelAccess => return Err(ApiError::new("IS_TUNNEL_ACCESS_PIF", &[m])),
             PifKind::SriovLogical => return Err(ApiError::new("PIF_IS_SRIOV_LOGICAL", &[m])),
             _ => {}
         }
         if h::ha_enabled(d) && b(&mr, "management") {
-            return Err(ApiError::new("HA_CANNOT_CHANGE_BOND_STATUS_OF_MGMT_IFACE", &[]));
+            return Err(ApiError::new(
+                "HA_CANNOT_CHANGE_BOND_STATUS_OF_MGMT_IFACE",
+                &[],
+            ));
         }
     }
-    if members
-        .iter()
-        .any(|m| d.tables().get("PIF", m).map(|r| s(r, "host") != host).unwrap_or(true))
-    {
+    if members.iter().any(|m| {
+        d.tables()
+            .get("PIF", m)
+            .map(|r| s(r, "host") != host)
+            .unwrap_or(true)
+    }) {
         return Err(ApiError::new("PIF_CANNOT_BOND_CROSS_HOST", &[]));
     }
     let pif_props = db::m(&pr, "properties").clone();
@@ -222,9 +255,12 @@ pub fn create(
         d.set("PIF", m, "bond_slave_of", db::vs(bond.clone()))?;
     }
     move_ip_config(d, &primary, &master)?;
-    let disallow = members
-        .iter()
-        .any(|m| d.tables().get("PIF", m).map(|r| b(r, "disallow_unplug")).unwrap_or(false));
+    let disallow = members.iter().any(|m| {
+        d.tables()
+            .get("PIF", m)
+            .map(|r| b(r, "disallow_unplug"))
+            .unwrap_or(false)
+    });
     if disallow {
         for m in &members {
             d.set("PIF", m, "disallow_unplug", Value::Bool(false))?;
@@ -294,11 +330,20 @@ fn move_vlan(d: &mut Db, vlan: &str, new_tagged: &str) -> ApiResult<()> {
     let existing = d
         .children("VLAN", "tagged_PIF", new_tagged)
         .into_iter()
-        .find(|v| d.tables().get("VLAN", v).map(|r| db::i(r, "tag") == tag).unwrap_or(false));
+        .find(|v| {
+            d.tables()
+                .get("VLAN", v)
+                .map(|r| db::i(r, "tag") == tag)
+                .unwrap_or(false)
+        });
     let host = s(&or, "host").to_string();
     if let Some(ex) = existing {
         // The master already carries this tag: VIFs go to that VLAN's network.
-        let ex_net = s(d.rec("PIF", s(d.rec("VLAN", &ex)?, "untagged_PIF"))?, "network").to_string();
+        let ex_net = s(
+            d.rec("PIF", s(d.rec("VLAN", &ex)?, "untagged_PIF"))?,
+            "network",
+        )
+        .to_string();
         move_local_vifs(d, s(&or, "network"), &ex_net, &host)?;
         d.destroy("VLAN", vlan)?;
         return d.destroy("PIF", &old);
@@ -358,7 +403,10 @@ pub fn destroy(d: &mut Db, bond: &str) -> ApiResult<()> {
     let master = s(&br, "master").to_string();
     let mr = d.rec("PIF", &master)?.clone();
     if h::ha_enabled(d) && b(&mr, "management") {
-        return Err(ApiError::new("HA_CANNOT_CHANGE_BOND_STATUS_OF_MGMT_IFACE", &[]));
+        return Err(ApiError::new(
+            "HA_CANNOT_CHANGE_BOND_STATUS_OF_MGMT_IFACE",
+            &[],
+        ));
     }
     let host = s(&mr, "host").to_string();
     let slaves = d.children("PIF", "bond_slave_of", bond);

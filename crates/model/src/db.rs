@@ -161,7 +161,10 @@ pub trait Read {
     }
     /// The pool record (there is exactly one).
     fn pool(&self) -> Option<String> {
-        self.tables().scan("pool").next().map(|(k, _)| k.to_string())
+        self.tables()
+            .scan("pool")
+            .next()
+            .map(|(k, _)| k.to_string())
     }
 }
 
@@ -210,12 +213,7 @@ impl<'a> Db<'a> {
     }
 
     /// Changes fields of an existing record.
-    pub fn update(
-        &mut self,
-        class: &str,
-        r: &str,
-        f: impl FnOnce(&mut Record),
-    ) -> ApiResult<()> {
+    pub fn update(&mut self, class: &str, r: &str, f: impl FnOnce(&mut Record)) -> ApiResult<()> {
         let mut rec = self.rec(class, r)?.clone();
         f(&mut rec);
         self.t.put(class, r, rec);
@@ -226,7 +224,14 @@ impl<'a> Db<'a> {
             rec.insert(field.to_string(), v);
         })
     }
-    pub fn set_map_key(&mut self, class: &str, r: &str, field: &str, key: &str, val: Option<&str>) -> ApiResult<()> {
+    pub fn set_map_key(
+        &mut self,
+        class: &str,
+        r: &str,
+        field: &str,
+        key: &str,
+        val: Option<&str>,
+    ) -> ApiResult<()> {
         self.update(class, r, |rec| {
             let mut map = m(rec, field).clone();
             match val {
@@ -318,7 +323,13 @@ impl RelIndex {
 }
 
 /// The wire value of one field of a record (get_<field>).
-pub fn field_to_wire(t: &dyn Tables, class: &Class, r: &str, rec: &Record, field: &str) -> Option<Value> {
+pub fn field_to_wire(
+    t: &dyn Tables,
+    class: &Class,
+    r: &str,
+    rec: &Record,
+    field: &str,
+) -> Option<Value> {
     let fd = class.field(field)?;
     if fd.qual == Qual::Internal {
         return None;

@@ -61,7 +61,9 @@ pub fn register(reg: &mut Registry) {
                 vec![p("label", P::Str)],
                 Box::new(move |r, a| {
                     let label = a_str(a, 0).to_string();
-                    Ok(db::sset(&r.find(n, &|rec| db::s(rec, "name_label") == label)))
+                    Ok(db::sset(
+                        &r.find(n, &|rec| db::s(rec, "name_label") == label),
+                    ))
                 }),
             );
         }

@@ -34,7 +34,9 @@ pub fn register(reg: &mut Registry) {
         Box::new(|r, a| {
             let host = a_str(a, 0);
             let m = r.find("PIF", &|x| s(x, "host") == host && b(x, "management"));
-            Ok(db::vs(m.first().cloned().unwrap_or_else(|| crate::NULL_REF.into())))
+            Ok(db::vs(
+                m.first().cloned().unwrap_or_else(|| crate::NULL_REF.into()),
+            ))
         }),
     );
     reg.write(
@@ -46,7 +48,9 @@ pub fn register(reg: &mut Registry) {
 
 /// The host this xnetd serves as coordinator: the pool master.
 pub fn local_host(d: &impl Read) -> ApiResult<String> {
-    let pool = d.pool().ok_or_else(|| ApiError::internal("no pool record"))?;
+    let pool = d
+        .pool()
+        .ok_or_else(|| ApiError::internal("no pool record"))?;
     Ok(s(d.rec("pool", &pool)?, "master").to_string())
 }
 
@@ -83,7 +87,10 @@ pub struct Nic {
 
 /// Stores the agent's NIC inventory and refreshes PIF_metrics of physical PIFs.
 pub fn set_inventory(d: &mut Db, host: &str, nics: &[Nic]) -> ApiResult<()> {
-    let macs: db::Map = nics.iter().map(|n| (n.device.clone(), db::vs(n.mac.clone()))).collect();
+    let macs: db::Map = nics
+        .iter()
+        .map(|n| (n.device.clone(), db::vs(n.mac.clone())))
+        .collect();
     let pos: db::Map = nics
         .iter()
         .map(|n| (n.device.clone(), db::vs(n.position.to_string())))
@@ -96,10 +103,14 @@ pub fn set_inventory(d: &mut Db, host: &str, nics: &[Nic]) -> ApiResult<()> {
         })?;
     }
     for n in nics {
-        let pifs = d.find("PIF", &|r| s(r, "host") == host && b(r, "physical") && s(r, "device") == n.device);
+        let pifs = d.find("PIF", &|r| {
+            s(r, "host") == host && b(r, "physical") && s(r, "device") == n.device
+        });
         for p in pifs {
             let metrics = s(d.rec("PIF", &p)?, "metrics").to_string();
-            let Some(mr) = d.tables().get("PIF_metrics", &metrics).cloned() else { continue };
+            let Some(mr) = d.tables().get("PIF_metrics", &metrics).cloned() else {
+                continue;
+            };
             let changed = b(&mr, "carrier") != n.carrier
                 || db::i(&mr, "speed") != n.speed_mbps
                 || b(&mr, "duplex") != n.duplex_full
@@ -110,7 +121,10 @@ pub fn set_inventory(d: &mut Db, host: &str, nics: &[Nic]) -> ApiResult<()> {
                     r.insert("speed".into(), Value::Int(n.speed_mbps));
                     r.insert("duplex".into(), Value::Bool(n.duplex_full));
                     r.insert("device_name".into(), db::vs(n.driver.clone()));
-                    r.insert("last_updated".into(), Value::DateTime(crate::now_datetime()));
+                    r.insert(
+                        "last_updated".into(),
+                        Value::DateTime(crate::now_datetime()),
+                    );
                 })?;
             }
         }

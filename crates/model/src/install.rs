@@ -57,7 +57,10 @@ pub fn install(d: &mut Db, setup: &Setup) -> ApiResult<String> {
     d.create(
         &VM,
         vec![
-            ("name_label", db::vs(format!("Control domain on host: {}", setup.hostname))),
+            (
+                "name_label",
+                db::vs(format!("Control domain on host: {}", setup.hostname)),
+            ),
             ("power_state", db::vs("Running")),
             ("domid", Value::Int(0)),
             ("resident_on", db::vs(host.clone())),

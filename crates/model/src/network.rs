@@ -25,16 +25,26 @@ pub fn register(reg: &mut Registry) {
     );
     reg.write(
         "network.add_purpose",
-        vec![p("self", P::Ref("network")), p("value", P::Enum(schema::PURPOSES))],
+        vec![
+            p("self", P::Ref("network")),
+            p("value", P::Enum(schema::PURPOSES)),
+        ],
         Box::new(|d, a| add_purpose(d, a_str(a, 0), a_str(a, 1)).map(|_| Value::Nil)),
     );
     reg.write(
         "network.remove_purpose",
-        vec![p("self", P::Ref("network")), p("value", P::Enum(schema::PURPOSES))],
+        vec![
+            p("self", P::Ref("network")),
+            p("value", P::Enum(schema::PURPOSES)),
+        ],
         Box::new(|d, a| {
             let v = a[1].clone();
             d.update("network", a_str(a, 0), |r| {
-                let items: Vec<Value> = db::set(r, "purpose").iter().filter(|x| **x != v).cloned().collect();
+                let items: Vec<Value> = db::set(r, "purpose")
+                    .iter()
+                    .filter(|x| **x != v)
+                    .cloned()
+                    .collect();
                 r.insert("purpose".into(), Value::Array(items));
             })?;
             Ok(Value::Nil)
@@ -42,7 +52,10 @@ pub fn register(reg: &mut Registry) {
     );
     reg.write(
         "network.set_default_locking_mode",
-        vec![p("network", P::Ref("network")), p("value", P::Enum(schema::LOCKING_DEFAULT))],
+        vec![
+            p("network", P::Ref("network")),
+            p("value", P::Enum(schema::LOCKING_DEFAULT)),
+        ],
         Box::new(|d, a| set_default_locking_mode(d, a_str(a, 0), a_str(a, 1)).map(|_| Value::Nil)),
     );
 }
@@ -54,11 +67,16 @@ const RESERVED_PREFIXES: &[&str] = &["xen", "xapi", "vif", "tap", "eth"];
 fn bridge_name_ok(b: &str) -> bool {
     b.len() <= 15
         && !RESERVED_PREFIXES.iter().any(|p| b.starts_with(p))
-        && b.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && b.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 pub fn create(d: &mut Db, mut args: db::Map) -> ApiResult<String> {
-    let bridge = args.get("bridge").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let bridge = args
+        .get("bridge")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
     let bridge = if bridge.is_empty() {
         choose_bridge_name(d)
     } else {
@@ -82,8 +100,11 @@ pub fn create(d: &mut Db, mut args: db::Map) -> ApiResult<String> {
 
 /// `xapi<N>`: the smallest N whose name no network uses.
 pub fn choose_bridge_name(d: &impl Read) -> String {
-    let used: std::collections::HashSet<&str> =
-        d.tables().scan("network").map(|(_, r)| s(r, "bridge")).collect();
+    let used: std::collections::HashSet<&str> = d
+        .tables()
+        .scan("network")
+        .map(|(_, r)| s(r, "bridge"))
+        .collect();
     (0..)
         .map(|n| format!("xapi{n}"))
         .find(|c| !used.contains(c.as_str()))
@@ -109,7 +130,12 @@ pub fn destroy(d: &mut Db, net: &str) -> ApiResult<()> {
     if !pifs.is_empty() {
         return Err(ApiError::with("NETWORK_CONTAINS_PIF", pifs));
     }
-    if db::mget(d.rec("network", net)?, "other_config", "is_host_internal_management_network") == Some("true") {
+    if db::mget(
+        d.rec("network", net)?,
+        "other_config",
+        "is_host_internal_management_network",
+    ) == Some("true")
+    {
         return Err(ApiError::new("CANNOT_DESTROY_SYSTEM_NETWORK", &[net]));
     }
     for v in vifs {
@@ -128,9 +154,14 @@ pub fn add_purpose(d: &mut Db, net: &str, purpose: &str) -> ApiResult<()> {
         "nbd" => "insecure_nbd",
         _ => "nbd",
     };
-    let clash = d.find("network", &|r| db::set_strs(r, "purpose").iter().any(|x| x == other));
+    let clash = d.find("network", &|r| {
+        db::set_strs(r, "purpose").iter().any(|x| x == other)
+    });
     if !clash.is_empty() {
-        return Err(ApiError::new("NETWORK_INCOMPATIBLE_PURPOSES", &[purpose, other]));
+        return Err(ApiError::new(
+            "NETWORK_INCOMPATIBLE_PURPOSES",
+            &[purpose, other],
+        ));
     }
     d.update("network", net, |r| {
         let mut items = db::set(r, "purpose").to_vec();
@@ -143,7 +174,9 @@ pub fn add_purpose(d: &mut Db, net: &str, purpose: &str) -> ApiResult<()> {
 }
 
 pub fn set_default_locking_mode(d: &mut Db, net: &str, mode: &str) -> ApiResult<()> {
-    let attached = d.find("VIF", &|r| s(r, "network") == net && b(r, "currently_attached"));
+    let attached = d.find("VIF", &|r| {
+        s(r, "network") == net && b(r, "currently_attached")
+    });
     if let Some(v) = attached.first() {
         return Err(ApiError::new("VIF_IN_USE", &[net, v]));
     }

@@ -51,8 +51,16 @@ pub fn register(reg: &mut Registry) {
             p("DNS", P::Str),
         ],
         Box::new(|d, a| {
-            reconfigure_ip(d, a_str(a, 0), a_str(a, 1), a_str(a, 2), a_str(a, 3), a_str(a, 4), a_str(a, 5))
-                .map(|_| Value::Nil)
+            reconfigure_ip(
+                d,
+                a_str(a, 0),
+                a_str(a, 1),
+                a_str(a, 2),
+                a_str(a, 3),
+                a_str(a, 4),
+                a_str(a, 5),
+            )
+            .map(|_| Value::Nil)
         }),
     );
     reg.write(
@@ -65,8 +73,15 @@ pub fn register(reg: &mut Registry) {
             p("DNS", P::Str),
         ],
         Box::new(|d, a| {
-            reconfigure_ipv6(d, a_str(a, 0), a_str(a, 1), a_str(a, 2), a_str(a, 3), a_str(a, 4))
-                .map(|_| Value::Nil)
+            reconfigure_ipv6(
+                d,
+                a_str(a, 0),
+                a_str(a, 1),
+                a_str(a, 2),
+                a_str(a, 3),
+                a_str(a, 4),
+            )
+            .map(|_| Value::Nil)
         }),
     );
     reg.write(
@@ -87,14 +102,23 @@ pub fn register(reg: &mut Registry) {
     );
     reg.write(
         "PIF.set_property",
-        vec![p("self", P::Ref("PIF")), p("name", P::Str), p("value", P::Str)],
+        vec![
+            p("self", P::Ref("PIF")),
+            p("name", P::Str),
+            p("value", P::Str),
+        ],
         Box::new(|d, a| set_property(d, a_str(a, 0), a_str(a, 1), a_str(a, 2)).map(|_| Value::Nil)),
     );
     reg.write(
         "PIF.set_disallow_unplug",
         vec![p("self", P::Ref("PIF")), p("value", P::Bool)],
         Box::new(|d, a| {
-            d.set("PIF", a_str(a, 0), "disallow_unplug", Value::Bool(a_bool(a, 1)))?;
+            d.set(
+                "PIF",
+                a_str(a, 0),
+                "disallow_unplug",
+                Value::Bool(a_bool(a, 1)),
+            )?;
             Ok(Value::Nil)
         }),
     );
@@ -118,10 +142,18 @@ pub fn register(reg: &mut Registry) {
             p("management", P::Bool),
             p("other_config", P::StrMap),
             opt("disallow_unplug", P::Bool, Value::Bool(false)),
-            opt("ipv6_configuration_mode", P::Enum(schema::IPV6_MODES), db::vs("None")),
+            opt(
+                "ipv6_configuration_mode",
+                P::Enum(schema::IPV6_MODES),
+                db::vs("None"),
+            ),
             opt("IPv6", P::StrSet, Value::Array(vec![])),
             opt("ipv6_gateway", P::Str, db::vs("")),
-            opt("primary_address_type", P::Enum(schema::ADDRESS_TYPES), db::vs("IPv4")),
+            opt(
+                "primary_address_type",
+                P::Enum(schema::ADDRESS_TYPES),
+                db::vs("IPv4"),
+            ),
             opt("managed", P::Bool, Value::Bool(true)),
             opt("properties", P::StrMap, Value::Struct(db::Map::new())),
         ],
@@ -175,7 +207,9 @@ pub fn register(reg: &mut Registry) {
         ],
         Box::new(|d, a| {
             let (dev, host) = (a_str(a, 0).to_string(), a_str(a, 2).to_string());
-            let tagged = d.find("PIF", &|r| s(r, "host") == host && s(r, "device") == dev && i(r, "VLAN") < 0);
+            let tagged = d.find("PIF", &|r| {
+                s(r, "host") == host && s(r, "device") == dev && i(r, "VLAN") < 0
+            });
             let tagged = tagged
                 .first()
                 .ok_or_else(|| ApiError::invalid_value("device", &dev))?
@@ -211,18 +245,27 @@ pub fn introduce_internal(
     mac: &str,
     managed: bool,
 ) -> ApiResult<String> {
-    let position = db::mget(d.rec("host", host)?, "nic_positions", device).and_then(|p| p.parse().ok());
+    let position =
+        db::mget(d.rec("host", host)?, "nic_positions", device).and_then(|p| p.parse().ok());
     let bridge = if managed {
         h::default_bridge(position, device)
     } else {
         String::new()
     };
-    let net = match d.find("network", &|r| !bridge.is_empty() && s(r, "bridge") == bridge).first() {
+    let net = match d
+        .find("network", &|r| {
+            !bridge.is_empty() && s(r, "bridge") == bridge
+        })
+        .first()
+    {
         Some(n) => n.clone(),
         None => d.create(
             &schema::NETWORK,
             vec![
-                ("name_label", db::vs(h::default_network_name(position, device))),
+                (
+                    "name_label",
+                    db::vs(h::default_network_name(position, device)),
+                ),
                 ("bridge", db::vs(bridge.clone())),
                 ("other_config", Value::Struct(db::Map::new())),
             ],
@@ -254,7 +297,13 @@ pub fn introduce_internal(
     Ok(r)
 }
 
-pub fn introduce(d: &mut Db, host: &str, mac: &str, device: &str, managed: bool) -> ApiResult<String> {
+pub fn introduce(
+    d: &mut Db,
+    host: &str,
+    mac: &str,
+    device: &str,
+    managed: bool,
+) -> ApiResult<String> {
     let hr = d.rec("host", host)?;
     let mac = if mac.is_empty() {
         db::mget(hr, "nic_macs", device).unwrap_or("").to_string()
@@ -268,7 +317,8 @@ pub fn introduce(d: &mut Db, host: &str, mac: &str, device: &str, managed: bool)
     if !dup.is_empty() {
         return Err(ApiError::new("DUPLICATE_PIF_DEVICE_NAME", &[device]));
     }
-    let known = db::mget(d.rec("host", host)?, "nic_macs", device).map(|m| m.eq_ignore_ascii_case(&mac));
+    let known =
+        db::mget(d.rec("host", host)?, "nic_macs", device).map(|m| m.eq_ignore_ascii_case(&mac));
     if known != Some(true) {
         return Err(ApiError::new(
             "COULD_NOT_FIND_NETWORK_INTERFACE_WITH_SPECIFIED_DEVICE_NAME_AND_MAC_ADDRESS",
@@ -342,7 +392,9 @@ pub fn forget(d: &mut Db, pif: &str) -> ApiResult<()> {
     }
     let metrics = s(&r, "metrics").to_string();
     // Metrics may be shared by VLAN/tunnel PIFs; those are gone by now.
-    if d.exists("PIF_metrics", &metrics) && d.find("PIF", &|x| s(x, "metrics") == metrics).len() == 1 {
+    if d.exists("PIF_metrics", &metrics)
+        && d.find("PIF", &|x| s(x, "metrics") == metrics).len() == 1
+    {
         d.destroy("PIF_metrics", &metrics)?;
     }
     d.destroy("PIF", pif)
@@ -497,9 +549,8 @@ pub fn reconfigure_ipv6(
 ) -> ApiResult<()> {
     h::assert_pif_managed(d, pif)?;
     h::assert_no_protection(d, Some(pif))?;
-    if mode == "Static" {
-        h::assert_cidr(ipv6, "IPv6")?;
-    } else if !ipv6.is_empty() {
+    // Static needs an address; any address given must be a CIDR.
+    if mode == "Static" || !ipv6.is_empty() {
         h::assert_cidr(ipv6, "IPv6")?;
     }
     if !gateway.is_empty() {
@@ -528,7 +579,10 @@ pub fn reconfigure_ipv6(
 
 pub fn set_property(d: &mut Db, pif: &str, name: &str, value: &str) -> ApiResult<()> {
     if name != "gro" || !["on", "off"].contains(&value) {
-        return Err(ApiError::invalid_value("properties", &format!("{name} = {value}")));
+        return Err(ApiError::invalid_value(
+            "properties",
+            &format!("{name} = {value}"),
+        ));
     }
     let kind = h::pif_kind(d, pif);
     if !matches!(kind, PifKind::BondMaster | PifKind::Physical) || h::is_bond_slave(d, pif) {

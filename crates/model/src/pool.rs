@@ -9,18 +9,33 @@ use xapi_wire::Value;
 pub fn register(reg: &mut Registry) {
     reg.write(
         "pool.create_VLAN_from_PIF",
-        vec![p("pif", P::Ref("PIF")), p("network", P::Ref("network")), p("VLAN", P::Int)],
-        Box::new(|d, a| create_vlan_from_pif(d, a_str(a, 0), a_str(a, 1), a_int(a, 2)).map(|v| db::sset(&v))),
+        vec![
+            p("pif", P::Ref("PIF")),
+            p("network", P::Ref("network")),
+            p("VLAN", P::Int),
+        ],
+        Box::new(|d, a| {
+            create_vlan_from_pif(d, a_str(a, 0), a_str(a, 1), a_int(a, 2)).map(|v| db::sset(&v))
+        }),
     );
     reg.write(
         "pool.create_VLAN",
-        vec![p("device", P::Str), p("network", P::Ref("network")), p("VLAN", P::Int)],
+        vec![
+            p("device", P::Str),
+            p("network", P::Ref("network")),
+            p("VLAN", P::Int),
+        ],
         Box::new(|d, a| {
             let dev = a_str(a, 0).to_string();
             let mut out = vec![];
             for host in d.find("host", &|_| true) {
-                let tagged = d.find("PIF", &|r| s(r, "host") == host && s(r, "device") == dev && db::i(r, "VLAN") < 0);
-                let t = tagged.first().ok_or_else(|| ApiError::invalid_value("device", &dev))?.clone();
+                let tagged = d.find("PIF", &|r| {
+                    s(r, "host") == host && s(r, "device") == dev && db::i(r, "VLAN") < 0
+                });
+                let t = tagged
+                    .first()
+                    .ok_or_else(|| ApiError::invalid_value("device", &dev))?
+                    .clone();
                 let v = crate::vlan::create(d, &t, a_int(a, 2), a_str(a, 1))?;
                 out.push(s(d.rec("VLAN", &v)?, "untagged_PIF").to_string());
             }
@@ -82,8 +97,14 @@ pub fn management_reconfigure(d: &mut Db, net: &str) -> ApiResult<()> {
     }
     // Members first, the master last (XAPI's order).
     let master = crate::host::local_host(d).unwrap_or_default();
-    let mut order: Vec<&String> = pifs.iter().filter(|p| s(d.tables().get("PIF", p).unwrap(), "host") != master).collect();
-    order.extend(pifs.iter().filter(|p| s(d.tables().get("PIF", p).unwrap(), "host") == master));
+    let mut order: Vec<&String> = pifs
+        .iter()
+        .filter(|p| s(d.tables().get("PIF", p).unwrap(), "host") != master)
+        .collect();
+    order.extend(
+        pifs.iter()
+            .filter(|p| s(d.tables().get("PIF", p).unwrap(), "host") == master),
+    );
     for p in order {
         crate::host::management_reconfigure(d, p)?;
     }

@@ -37,7 +37,10 @@ pub fn create(d: &mut Db, pif: &str, net: &str) -> ApiResult<String> {
     if !d.children("network_sriov", "physical_PIF", pif).is_empty() {
         return Err(ApiError::new("NETWORK_SRIOV_ALREADY_ENABLED", &[pif]));
     }
-    if !db::set_strs(&pr, "capabilities").iter().any(|c| c == "sriov") {
+    if !db::set_strs(&pr, "capabilities")
+        .iter()
+        .any(|c| c == "sriov")
+    {
         return Err(ApiError::new("PIF_IS_NOT_SRIOV_CAPABLE", &[pif]));
     }
     let host = s(&pr, "host").to_string();
@@ -67,7 +70,10 @@ pub fn create(d: &mut Db, pif: &str, net: &str) -> ApiResult<String> {
     );
     let sr = d.create(
         &NETWORK_SRIOV,
-        vec![("physical_PIF", db::vs(pif)), ("logical_PIF", db::vs(logical.clone()))],
+        vec![
+            ("physical_PIF", db::vs(pif)),
+            ("logical_PIF", db::vs(logical.clone())),
+        ],
     );
     crate::pif::plug(d, &logical)?;
     Ok(sr)

@@ -30,23 +30,38 @@ pub fn create(d: &mut Db, transport: &str, net: &str, protocol: &str) -> ApiResu
     h::assert_no_other_local_pifs(d, &host, net)?;
     h::assert_pif_managed(d, transport)?;
     if h::is_bond_slave(d, transport) {
-        return Err(ApiError::new("CANNOT_ADD_TUNNEL_TO_BOND_SLAVE", &[transport]));
+        return Err(ApiError::new(
+            "CANNOT_ADD_TUNNEL_TO_BOND_SLAVE",
+            &[transport],
+        ));
     }
     match h::pif_kind(d, transport) {
         PifKind::TunnelAccess => return Err(ApiError::new("IS_TUNNEL_ACCESS_PIF", &[transport])),
         PifKind::SriovLogical => {
-            return Err(ApiError::new("CANNOT_ADD_TUNNEL_TO_SRIOV_LOGICAL", &[transport]))
+            return Err(ApiError::new(
+                "CANNOT_ADD_TUNNEL_TO_SRIOV_LOGICAL",
+                &[transport],
+            ))
         }
         PifKind::VlanUntagged => {
             let root = h::root_pif(d, transport);
-            let on_sriov = d.find("VLAN", &|r| s(r, "untagged_PIF") == transport).iter().any(|v| {
-                d.tables()
-                    .get("VLAN", v)
-                    .map(|r| !d.children("network_sriov", "logical_PIF", s(r, "tagged_PIF")).is_empty())
-                    .unwrap_or(false)
-            });
+            let on_sriov = d
+                .find("VLAN", &|r| s(r, "untagged_PIF") == transport)
+                .iter()
+                .any(|v| {
+                    d.tables()
+                        .get("VLAN", v)
+                        .map(|r| {
+                            !d.children("network_sriov", "logical_PIF", s(r, "tagged_PIF"))
+                                .is_empty()
+                        })
+                        .unwrap_or(false)
+                });
             if on_sriov && !root.is_empty() {
-                return Err(ApiError::new("CANNOT_ADD_TUNNEL_TO_VLAN_ON_SRIOV_LOGICAL", &[transport]));
+                return Err(ApiError::new(
+                    "CANNOT_ADD_TUNNEL_TO_VLAN_ON_SRIOV_LOGICAL",
+                    &[transport],
+                ));
             }
         }
         _ => {}
@@ -58,7 +73,9 @@ pub fn create(d: &mut Db, transport: &str, net: &str, protocol: &str) -> ApiResu
     if sriov_net {
         return Err(ApiError::new("NETWORK_INCOMPATIBLE_WITH_TUNNEL", &[net]));
     }
-    let non_ovs = d.find("host", &|r| db::mget(r, "software_version", "network_backend") != Some("openvswitch"));
+    let non_ovs = d.find("host", &|r| {
+        db::mget(r, "software_version", "network_backend") != Some("openvswitch")
+    });
     if !non_ovs.is_empty() {
         return Err(ApiError::new("OPENVSWITCH_NOT_ACTIVE", &[]));
     }
@@ -68,7 +85,12 @@ pub fn create(d: &mut Db, transport: &str, net: &str, protocol: &str) -> ApiResu
     Ok(t)
 }
 
-pub fn create_internal(d: &mut Db, transport: &str, net: &str, protocol: &str) -> ApiResult<String> {
+pub fn create_internal(
+    d: &mut Db,
+    transport: &str,
+    net: &str,
+    protocol: &str,
+) -> ApiResult<String> {
     let tr = d.rec("PIF", transport)?.clone();
     let host = s(&tr, "host").to_string();
     let device = h::next_device(d, &host, "tunnel");

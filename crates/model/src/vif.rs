@@ -26,7 +26,9 @@ pub fn register(reg: &mut Registry) {
             let v = a_str(a, 0);
             let r = d.rec("VIF", v)?;
             if b(r, "currently_attached") && vm_running(d, s(r, "VM")) {
-                return Err(ApiError::operation_not_allowed("VIF currently attached to a running VM"));
+                return Err(ApiError::operation_not_allowed(
+                    "VIF currently attached to a running VM",
+                ));
             }
             destroy_record(d, v).map(|_| Value::Nil)
         }),
@@ -50,10 +52,12 @@ pub fn register(reg: &mut Registry) {
             let (v, net) = (a_str(a, 0), a_str(a, 1));
             let r = d.rec("VIF", v)?.clone();
             if !db::set(&r, "trunks").is_empty() {
-                let vlan_net = d
-                    .children("PIF", "network", net)
-                    .iter()
-                    .any(|p| d.tables().get("PIF", p).map(|x| db::i(x, "VLAN") >= 0).unwrap_or(false));
+                let vlan_net = d.children("PIF", "network", net).iter().any(|p| {
+                    d.tables()
+                        .get("PIF", p)
+                        .map(|x| db::i(x, "VLAN") >= 0)
+                        .unwrap_or(false)
+                });
                 if vlan_net {
                     return Err(ApiError::new("NETWORK_INCOMPATIBLE_WITH_TRUNKS", &[net]));
                 }
@@ -65,7 +69,10 @@ pub fn register(reg: &mut Registry) {
     );
     reg.write(
         "VIF.set_locking_mode",
-        vec![p("self", P::Ref("VIF")), p("value", P::Enum(schema::VIF_LOCKING))],
+        vec![
+            p("self", P::Ref("VIF")),
+            p("value", P::Enum(schema::VIF_LOCKING)),
+        ],
         Box::new(|d, a| {
             d.set("VIF", a_str(a, 0), "locking_mode", a[1].clone())?;
             touch_if_attached(d, a_str(a, 0))?;
@@ -73,7 +80,11 @@ pub fn register(reg: &mut Registry) {
         }),
     );
     for fam in ["ipv4", "ipv6"] {
-        let field: &'static str = if fam == "ipv4" { "ipv4_allowed" } else { "ipv6_allowed" };
+        let field: &'static str = if fam == "ipv4" {
+            "ipv4_allowed"
+        } else {
+            "ipv6_allowed"
+        };
         reg.write(
             &format!("VIF.set_{field}"),
             vec![p("self", P::Ref("VIF")), p("value", P::StrSet)],
@@ -110,7 +121,11 @@ pub fn register(reg: &mut Registry) {
             Box::new(move |d, a| {
                 let v = db::vs(a_str(a, 1));
                 d.update("VIF", a_str(a, 0), |r| {
-                    let items: Vec<Value> = db::set(r, field).iter().filter(|x| **x != v).cloned().collect();
+                    let items: Vec<Value> = db::set(r, field)
+                        .iter()
+                        .filter(|x| **x != v)
+                        .cloned()
+                        .collect();
                     r.insert(field.into(), Value::Array(items));
                 })?;
                 touch_if_attached(d, a_str(a, 0))?;
@@ -126,7 +141,10 @@ pub fn register(reg: &mut Registry) {
             opt("address", P::Str, db::vs("")),
             opt("gateway", P::Str, db::vs("")),
         ],
-        Box::new(|d, a| configure_ip(d, a_str(a, 0), a_str(a, 1), a_str(a, 2), a_str(a, 3), 4).map(|_| Value::Nil)),
+        Box::new(|d, a| {
+            configure_ip(d, a_str(a, 0), a_str(a, 1), a_str(a, 2), a_str(a, 3), 4)
+                .map(|_| Value::Nil)
+        }),
     );
     reg.write(
         "VIF.configure_ipv6",
@@ -136,13 +154,20 @@ pub fn register(reg: &mut Registry) {
             opt("address", P::Str, db::vs("")),
             opt("gateway", P::Str, db::vs("")),
         ],
-        Box::new(|d, a| configure_ip(d, a_str(a, 0), a_str(a, 1), a_str(a, 2), a_str(a, 3), 6).map(|_| Value::Nil)),
+        Box::new(|d, a| {
+            configure_ip(d, a_str(a, 0), a_str(a, 1), a_str(a, 2), a_str(a, 3), 6)
+                .map(|_| Value::Nil)
+        }),
     );
 }
 
 fn check_allowed(field: &str, v: &str) -> ApiResult<()> {
     let ip_ok = v.parse::<std::net::IpAddr>().is_ok() || h::parse_cidr(v).is_some();
-    let fam_ok = if field == "ipv4_allowed" { !v.contains(':') } else { v.contains(':') };
+    let fam_ok = if field == "ipv4_allowed" {
+        !v.contains(':')
+    } else {
+        v.contains(':')
+    };
     if ip_ok && fam_ok {
         Ok(())
     } else {
@@ -193,10 +218,12 @@ pub fn create(d: &mut Db, mut args: db::Map) -> ApiResult<String> {
     }
     let trunks = !db::set(&db::Record::from_iter(args.clone()), "trunks").is_empty();
     if trunks {
-        let vlan_net = d
-            .children("PIF", "network", &net)
-            .iter()
-            .any(|p| d.tables().get("PIF", p).map(|x| db::i(x, "VLAN") >= 0).unwrap_or(false));
+        let vlan_net = d.children("PIF", "network", &net).iter().any(|p| {
+            d.tables()
+                .get("PIF", p)
+                .map(|x| db::i(x, "VLAN") >= 0)
+                .unwrap_or(false)
+        });
         if vlan_net {
             return Err(ApiError::new("NETWORK_INCOMPATIBLE_WITH_TRUNKS", &[&net]));
         }
@@ -243,7 +270,9 @@ pub fn set_plugged(d: &mut Db, v: &str, plug: bool) -> ApiResult<()> {
     let vm = s(&r, "VM").to_string();
     let vmr = d.rec("VM", &vm)?.clone();
     if plug && b(&vmr, "is_control_domain") {
-        return Err(ApiError::operation_not_allowed("Control domain does not support hotplug"));
+        return Err(ApiError::operation_not_allowed(
+            "Control domain does not support hotplug",
+        ));
     }
     let state = s(&vmr, "power_state");
     if state != "Running" {
@@ -274,12 +303,24 @@ fn effective_locking(d: &impl Read, v: &str) -> ApiResult<String> {
     }
 }
 
-fn configure_ip(d: &mut Db, v: &str, mode: &str, address: &str, gateway: &str, fam: u8) -> ApiResult<()> {
+fn configure_ip(
+    d: &mut Db,
+    v: &str,
+    mode: &str,
+    address: &str,
+    gateway: &str,
+    fam: u8,
+) -> ApiResult<()> {
     let pre = if fam == 4 { "ipv4" } else { "ipv6" };
     if mode == "Static" {
         match h::parse_cidr(address) {
             Some((a, _)) if (fam == 4) == a.is_ipv4() => {}
-            _ => return Err(ApiError::new("INVALID_CIDR_ADDRESS_SPECIFIED", &["address"])),
+            _ => {
+                return Err(ApiError::new(
+                    "INVALID_CIDR_ADDRESS_SPECIFIED",
+                    &["address"],
+                ))
+            }
         }
         if !gateway.is_empty() {
             if fam == 4 {
@@ -292,11 +333,18 @@ fn configure_ip(d: &mut Db, v: &str, mode: &str, address: &str, gateway: &str, f
             let ip = address.split('/').next().unwrap_or("");
             let allowed = db::set_strs(d.rec("VIF", v)?, &format!("{pre}_allowed"));
             if !allowed.iter().any(|a| a == ip || a == address) {
-                return Err(ApiError::new("ADDRESS_VIOLATES_LOCKING_CONSTRAINT", &[address]));
+                return Err(ApiError::new(
+                    "ADDRESS_VIOLATES_LOCKING_CONSTRAINT",
+                    &[address],
+                ));
             }
         }
     }
-    let (addrs, gw) = if mode == "Static" { (vec![address], gateway) } else { (vec![], "") };
+    let (addrs, gw) = if mode == "Static" {
+        (vec![address], gateway)
+    } else {
+        (vec![], "")
+    };
     d.update("VIF", v, |r| {
         r.insert(format!("{pre}_configuration_mode"), db::vs(mode));
         r.insert(format!("{pre}_addresses"), db::sset(&addrs));

@@ -10,7 +10,11 @@ use xapi_wire::Value;
 pub fn register(reg: &mut Registry) {
     reg.write(
         "VLAN.create",
-        vec![p("tagged_PIF", P::Ref("PIF")), p("tag", P::Int), p("network", P::Ref("network"))],
+        vec![
+            p("tagged_PIF", P::Ref("PIF")),
+            p("tag", P::Int),
+            p("network", P::Ref("network")),
+        ],
         Box::new(|d, a| create(d, a_str(a, 0), a_int(a, 1), a_str(a, 2)).map(db::vs)),
     );
     reg.write(
@@ -47,21 +51,28 @@ pub fn create(d: &mut Db, tagged: &str, tag: i64, net: &str) -> ApiResult<String
         .iter()
         .any(|p| !d.children("network_sriov", "logical_PIF", p).is_empty());
     if h::pif_kind(d, tagged) != PifKind::SriovLogical && sriov_net {
-        return Err(ApiError::new("NETWORK_INCOMPATIBLE_WITH_VLAN_ON_BRIDGE", &[net]));
+        return Err(ApiError::new(
+            "NETWORK_INCOMPATIBLE_WITH_VLAN_ON_BRIDGE",
+            &[net],
+        ));
     }
     assert_valid_tag(tag)?;
     let tr = d.rec("PIF", tagged)?.clone();
-    let same = d
-        .children("VLAN", "tagged_PIF", tagged)
-        .iter()
-        .any(|v| d.tables().get("VLAN", v).map(|r| i(r, "tag") == tag).unwrap_or(false));
+    let same = d.children("VLAN", "tagged_PIF", tagged).iter().any(|v| {
+        d.tables()
+            .get("VLAN", v)
+            .map(|r| i(r, "tag") == tag)
+            .unwrap_or(false)
+    });
     if same {
         return Err(ApiError::new("PIF_VLAN_EXISTS", &[s(&tr, "device")]));
     }
-    let trunks = d
-        .children("VIF", "network", net)
-        .iter()
-        .any(|v| d.tables().get("VIF", v).map(|r| !db::set(r, "trunks").is_empty()).unwrap_or(false));
+    let trunks = d.children("VIF", "network", net).iter().any(|v| {
+        d.tables()
+            .get("VIF", v)
+            .map(|r| !db::set(r, "trunks").is_empty())
+            .unwrap_or(false)
+    });
     if trunks {
         return Err(ApiError::new("NETWORK_INCOMPATIBLE_WITH_TRUNKS", &[net]));
     }
@@ -89,7 +100,10 @@ pub fn create_internal(d: &mut Db, tagged: &str, tag: i64, net: &str) -> ApiResu
             ("currently_attached", Value::Bool(false)),
             ("managed", Value::Bool(true)),
             ("IPv6", Value::Array(vec![])),
-            ("primary_address_type", db::vs(s(&tr, "primary_address_type"))),
+            (
+                "primary_address_type",
+                db::vs(s(&tr, "primary_address_type")),
+            ),
         ],
     );
     let vlan = d.create(

@@ -20,9 +20,11 @@ pub fn register(reg: &mut Registry) {
                 Some(Value::Struct(m)) => m.clone(),
                 _ => db::Map::new(),
             };
-            oc.entry("mac_seed".into()).or_insert_with(|| db::vs(db::new_uuid()));
+            oc.entry("mac_seed".into())
+                .or_insert_with(|| db::vs(db::new_uuid()));
             args.insert("other_config".into(), Value::Struct(oc));
-            let fields: Vec<(&str, Value)> = args.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let fields: Vec<(&str, Value)> =
+                args.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             Ok(db::vs(d.create(&VM, fields)))
         }),
     );
@@ -33,10 +35,15 @@ pub fn register(reg: &mut Registry) {
             let vm = a_str(a, 0);
             let r = d.rec("VM", vm)?;
             if db::b(r, "is_control_domain") {
-                return Err(ApiError::operation_not_allowed("Cannot destroy the control domain"));
+                return Err(ApiError::operation_not_allowed(
+                    "Cannot destroy the control domain",
+                ));
             }
             if s(r, "power_state") != "Halted" {
-                return Err(ApiError::new("VM_BAD_POWER_STATE", &[vm, "halted", &s(r, "power_state").to_lowercase()]));
+                return Err(ApiError::new(
+                    "VM_BAD_POWER_STATE",
+                    &[vm, "halted", &s(r, "power_state").to_lowercase()],
+                ));
             }
             for v in d.children("VIF", "VM", vm) {
                 crate::vif::destroy_record(d, &v)?;
@@ -71,7 +78,11 @@ pub fn register(reg: &mut Registry) {
     // VM runs as domain `domid` on `host`, so its VIFs can be realized there.
     reg.write(
         "VM.xnet_set_running",
-        vec![p("self", P::Ref("VM")), p("host", P::Ref("host")), p("domid", P::Int)],
+        vec![
+            p("self", P::Ref("VM")),
+            p("host", P::Ref("host")),
+            p("domid", P::Int),
+        ],
         Box::new(|d, a| {
             let host = a_str(a, 1).to_string();
             set_domain(d, a_str(a, 0), Some(&host), a_int(a, 2)).map(|_| Value::Nil)

@@ -13,7 +13,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum OvsdbError {
     #[error("connecting to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("OVSDB I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("OVSDB protocol: {0}")]
@@ -61,7 +64,10 @@ impl Client {
     }
 
     fn open(&self) -> Result<Conn, OvsdbError> {
-        let err = |source| OvsdbError::Connect { addr: self.addr.clone(), source };
+        let err = |source| OvsdbError::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
         let stream: Box<dyn Stream> = if let Some(p) = self.addr.strip_prefix("unix:") {
             let s = UnixStream::connect(p).map_err(err)?;
             s.set_read_timeout(Some(self.timeout))?;
@@ -73,7 +79,10 @@ impl Client {
             s.set_nodelay(true)?;
             Box::new(s)
         };
-        Ok(Conn { stream, splitter: framing::Splitter::default() })
+        Ok(Conn {
+            stream,
+            splitter: framing::Splitter::default(),
+        })
     }
 
     /// One request/response exchange; a broken connection is dropped so the
@@ -83,7 +92,9 @@ impl Client {
         if guard.is_none() {
             *guard = Some(self.open()?);
         }
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = exchange(guard.as_mut().expect("conn"), id, method, &params);
         if r.is_err() {
             *guard = None;
@@ -100,10 +111,17 @@ impl Client {
         let mut params = vec![Value::String(db.into())];
         params.extend(ops);
         let r = self.call("transact", Value::Array(params))?;
-        let results = r.as_array().cloned().ok_or_else(|| OvsdbError::Protocol("transact result is not an array".into()))?;
+        let results = r
+            .as_array()
+            .cloned()
+            .ok_or_else(|| OvsdbError::Protocol("transact result is not an array".into()))?;
         for x in &results {
             if let Some(e) = x.get("error") {
-                return Err(OvsdbError::Op(format!("{} {}", e, x.get("details").cloned().unwrap_or(Value::Null))));
+                return Err(OvsdbError::Op(format!(
+                    "{} {}",
+                    e,
+                    x.get("details").cloned().unwrap_or(Value::Null)
+                )));
             }
         }
         Ok(results)
@@ -111,8 +129,15 @@ impl Client {
 
     /// Rows of a table (all columns, with `_uuid`).
     pub fn select(&self, db: &str, table: &str) -> Result<Vec<Value>, OvsdbError> {
-        let r = self.transact(db, vec![json!({"op": "select", "table": table, "where": []})])?;
-        Ok(r.first().and_then(|x| x.get("rows")).and_then(|x| x.as_array()).cloned().unwrap_or_default())
+        let r = self.transact(
+            db,
+            vec![json!({"op": "select", "table": table, "where": []})],
+        )?;
+        Ok(r.first()
+            .and_then(|x| x.get("rows"))
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -122,7 +147,8 @@ fn exchange(c: &mut Conn, id: u64, method: &str, params: &Value) -> Result<Value
     let mut buf = [0u8; 65536];
     loop {
         while let Some(text) = c.splitter.next_message() {
-            let v: Value = serde_json::from_slice(&text).map_err(|e| OvsdbError::Protocol(e.to_string()))?;
+            let v: Value =
+                serde_json::from_slice(&text).map_err(|e| OvsdbError::Protocol(e.to_string()))?;
             // The server's keepalive: answer it, keep waiting for our reply.
             if v.get("method").and_then(|m| m.as_str()) == Some("echo") {
                 let reply = json!({"result": v.get("params").cloned().unwrap_or(json!([])), "error": null, "id": v.get("id").cloned().unwrap_or(Value::Null)});
@@ -139,7 +165,10 @@ fn exchange(c: &mut Conn, id: u64, method: &str, params: &Value) -> Result<Value
         }
         let n = c.stream.read(&mut buf)?;
         if n == 0 {
-            return Err(OvsdbError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "OVSDB closed the connection")));
+            return Err(OvsdbError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "OVSDB closed the connection",
+            )));
         }
         c.splitter.push(&buf[..n]).map_err(OvsdbError::Protocol)?;
     }
@@ -160,12 +189,19 @@ pub mod atom {
         json!(["set", items])
     }
     pub fn map(pairs: &[(String, String)]) -> Value {
-        json!(["map", pairs.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()])
+        json!([
+            "map",
+            pairs.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
+        ])
     }
     /// Members of a set column (a single atom is a one-element set).
     pub fn set_items(v: &Value) -> Vec<Value> {
         match v.as_array() {
-            Some(a) if a.first().and_then(|x| x.as_str()) == Some("set") => a.get(1).and_then(|x| x.as_array()).cloned().unwrap_or_default(),
+            Some(a) if a.first().and_then(|x| x.as_str()) == Some("set") => a
+                .get(1)
+                .and_then(|x| x.as_array())
+                .cloned()
+                .unwrap_or_default(),
             _ => vec![v.clone()],
         }
     }

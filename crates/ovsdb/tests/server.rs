@@ -65,7 +65,11 @@ impl Drop for Server {
 fn transact_select_error_and_reconnect() {
     let mut srv = Server::new("t");
     let c = Client::connect(&srv.addr()).unwrap();
-    c.transact("Open_vSwitch", vec![json!({"op": "insert", "table": "Open_vSwitch", "row": {}})]).unwrap();
+    c.transact(
+        "Open_vSwitch",
+        vec![json!({"op": "insert", "table": "Open_vSwitch", "row": {}})],
+    )
+    .unwrap();
     let r = c
         .transact(
             "Open_vSwitch",
@@ -82,7 +86,10 @@ fn transact_select_error_and_reconnect() {
     assert_eq!(bridges.len(), 1);
     assert_eq!(bridges[0]["name"], "br0");
     // A failed operation fails the call and changes nothing.
-    let bad = c.transact("Open_vSwitch", vec![json!({"op": "insert", "table": "NoSuchTable", "row": {}})]);
+    let bad = c.transact(
+        "Open_vSwitch",
+        vec![json!({"op": "insert", "table": "NoSuchTable", "row": {}})],
+    );
     assert!(bad.is_err());
     let threads: Vec<_> = (0..4)
         .map(|_| {

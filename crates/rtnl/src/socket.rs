@@ -4,6 +4,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+/// Reply messages: (type, payload).
+type Messages = Vec<(u16, Vec<u8>)>;
+
 use crate::RtnlError;
 
 pub(crate) const NLMSG_HDRLEN: usize = 16;
@@ -272,7 +275,7 @@ impl NlSocket {
         ty: u16,
         flags: u16,
         payload: &[u8],
-    ) -> Result<(Vec<(u16, Vec<u8>)>, bool), RtnlError> {
+    ) -> Result<(Messages, bool), RtnlError> {
         let seq = self.send(ty, NLM_F_REQUEST | NLM_F_ACK | flags, payload)?;
         let mut out = Vec::new();
         let mut interrupted = false;

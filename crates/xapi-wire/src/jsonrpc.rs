@@ -22,7 +22,9 @@ pub fn to_json(v: &Value) -> J {
         Value::Nil => J::Null,
         Value::Bool(b) => J::Bool(*b),
         Value::Int(i) => J::from(*i),
-        Value::Float(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+        Value::Float(x) => serde_json::Number::from_f64(*x)
+            .map(J::Number)
+            .unwrap_or(J::Null),
         Value::String(s) | Value::DateTime(s) => J::String(s.clone()),
         Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
         Value::Struct(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
@@ -62,7 +64,11 @@ fn convert(j: &J) -> Value {
         },
         J::String(s) => Value::String(s.clone()),
         J::Array(a) => Value::Array(a.iter().map(convert).collect()),
-        J::Object(m) => Value::Struct(m.iter().map(|(k, v)| (k.clone(), convert(v))).collect::<BTreeMap<_, _>>()),
+        J::Object(m) => Value::Struct(
+            m.iter()
+                .map(|(k, v)| (k.clone(), convert(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
     }
 }
 
@@ -73,13 +79,21 @@ fn parse_json(body: &[u8]) -> Result<J, WireError> {
 
 pub fn parse_request(body: &[u8]) -> Result<Request, WireError> {
     let j = parse_json(body)?;
-    let J::Object(mut m) = j else { return Err(WireError::Shape("request is not an object".into())) };
+    let J::Object(mut m) = j else {
+        return Err(WireError::Shape("request is not an object".into()));
+    };
     let version = match m.get("jsonrpc") {
         None => Version::V1,
         Some(J::String(s)) if s == "2.0" => Version::V2,
-        Some(other) => return Err(WireError::Shape(format!("unsupported jsonrpc version {other}"))),
+        Some(other) => {
+            return Err(WireError::Shape(format!(
+                "unsupported jsonrpc version {other}"
+            )))
+        }
     };
-    let id = m.remove("id").ok_or_else(|| WireError::Shape("notifications (no id) are not accepted".into()))?;
+    let id = m
+        .remove("id")
+        .ok_or_else(|| WireError::Shape("notifications (no id) are not accepted".into()))?;
     let method = match m.remove("method") {
         Some(J::String(s)) if !s.is_empty() => s,
         _ => return Err(WireError::Shape("method must be a non-empty string".into())),
@@ -89,14 +103,22 @@ pub fn parse_request(body: &[u8]) -> Result<Request, WireError> {
         Some(J::Array(a)) => a.iter().map(from_json).collect::<Result<_, _>>()?,
         Some(_) => return Err(WireError::Shape("params must be an array".into())),
     };
-    Ok(Request { version, id, call: MethodCall { method, params } })
+    Ok(Request {
+        version,
+        id,
+        call: MethodCall { method, params },
+    })
 }
 
 pub fn encode_response(version: Version, id: &J, r: &Response) -> String {
     let j = match (version, r) {
-        (Version::V1, Response::Success(v)) => json!({"result": to_json(v), "error": null, "id": id}),
+        (Version::V1, Response::Success(v)) => {
+            json!({"result": to_json(v), "error": null, "id": id})
+        }
         (Version::V1, Response::Failure(d)) => json!({"result": null, "error": d, "id": id}),
-        (Version::V2, Response::Success(v)) => json!({"jsonrpc": "2.0", "result": to_json(v), "id": id}),
+        (Version::V2, Response::Success(v)) => {
+            json!({"jsonrpc": "2.0", "result": to_json(v), "id": id})
+        }
         (Version::V2, Response::Failure(d)) => json!({
             "jsonrpc": "2.0",
             "error": {"code": 1, "message": d.first().cloned().unwrap_or_default(), "data": d.get(1..).unwrap_or(&[])},
@@ -122,7 +144,9 @@ pub fn encode_request(req: &Request) -> String {
     let params: Vec<J> = req.call.params.iter().map(to_json).collect();
     let j = match req.version {
         Version::V1 => json!({"method": req.call.method, "params": params, "id": req.id}),
-        Version::V2 => json!({"jsonrpc": "2.0", "method": req.call.method, "params": params, "id": req.id}),
+        Version::V2 => {
+            json!({"jsonrpc": "2.0", "method": req.call.method, "params": params, "id": req.id})
+        }
     };
     j.to_string()
 }
@@ -142,9 +166,13 @@ fn strings(j: &J) -> Vec<String> {
 
 pub fn parse_response(body: &[u8]) -> Result<Response, WireError> {
     let j = parse_json(body)?;
-    let J::Object(m) = j else { return Err(WireError::Shape("response is not an object".into())) };
+    let J::Object(m) = j else {
+        return Err(WireError::Shape("response is not an object".into()));
+    };
     match m.get("error") {
-        None | Some(J::Null) => Ok(Response::Success(from_json(m.get("result").unwrap_or(&J::Null))?)),
+        None | Some(J::Null) => Ok(Response::Success(from_json(
+            m.get("result").unwrap_or(&J::Null),
+        )?)),
         Some(J::Array(_)) => Ok(Response::Failure(strings(&m["error"]))),
         Some(J::Object(e)) => match (e.get("message"), e.get("data")) {
             (Some(J::String(code)), data) if e.get("code") == Some(&J::from(1)) => {
@@ -152,7 +180,10 @@ pub fn parse_response(body: &[u8]) -> Result<Response, WireError> {
                 d.extend(data.map(strings).unwrap_or_default());
                 Ok(Response::Failure(d))
             }
-            _ => Err(WireError::Shape(format!("protocol error: {}", J::Object(e.clone())))),
+            _ => Err(WireError::Shape(format!(
+                "protocol error: {}",
+                J::Object(e.clone())
+            ))),
         },
         Some(other) => Err(WireError::Shape(format!("bad error member {other}"))),
     }
@@ -165,8 +196,14 @@ mod tests {
     #[test]
     fn golden_v1_v2() {
         let ok = Response::Success(Value::Int(3));
-        assert_eq!(encode_response(Version::V1, &json!(1), &ok), r#"{"error":null,"id":1,"result":3}"#);
-        assert_eq!(encode_response(Version::V2, &json!("a"), &ok), r#"{"id":"a","jsonrpc":"2.0","result":3}"#);
+        assert_eq!(
+            encode_response(Version::V1, &json!(1), &ok),
+            r#"{"error":null,"id":1,"result":3}"#
+        );
+        assert_eq!(
+            encode_response(Version::V2, &json!("a"), &ok),
+            r#"{"id":"a","jsonrpc":"2.0","result":3}"#
+        );
         let f = Response::Failure(vec!["HANDLE_INVALID".into(), "PIF".into(), "x".into()]);
         assert_eq!(
             encode_response(Version::V1, &json!(2), &f),
@@ -184,7 +221,10 @@ mod tests {
         assert_eq!(r.version, Version::V2);
         assert_eq!(r.call.method, "PIF.get_all");
         assert_eq!(r.call.params[0], Value::String("s".into()));
-        assert!(parse_request(br#"{"method":"x","params":[]}"#).is_err(), "notification");
+        assert!(
+            parse_request(br#"{"method":"x","params":[]}"#).is_err(),
+            "notification"
+        );
         assert!(parse_request(br#"{"method":"x","params":"s","id":1}"#).is_err());
         assert!(parse_request(b"[1]").is_err());
         assert!(parse_request(b"{").is_err());
@@ -196,14 +236,30 @@ mod tests {
 
     #[test]
     fn client_round_trip() {
-        let req = Request { version: Version::V1, id: json!(5), call: MethodCall { method: "m".into(), params: vec![Value::Bool(true)] } };
+        let req = Request {
+            version: Version::V1,
+            id: json!(5),
+            call: MethodCall {
+                method: "m".into(),
+                params: vec![Value::Bool(true)],
+            },
+        };
         assert_eq!(parse_request(encode_request(&req).as_bytes()).unwrap(), req);
         for v in [Version::V1, Version::V2] {
             let f = Response::Failure(vec!["X".into(), "p".into()]);
-            assert_eq!(parse_response(encode_response(v, &json!(1), &f).as_bytes()).unwrap(), f);
+            assert_eq!(
+                parse_response(encode_response(v, &json!(1), &f).as_bytes()).unwrap(),
+                f
+            );
             let s = Response::Success(Value::Struct(BTreeMap::new()));
-            assert_eq!(parse_response(encode_response(v, &json!(1), &s).as_bytes()).unwrap(), s);
+            assert_eq!(
+                parse_response(encode_response(v, &json!(1), &s).as_bytes()).unwrap(),
+                s
+            );
         }
-        assert!(parse_response(encode_error(Version::V2, &J::Null, -32700, "parse").as_bytes()).is_err());
+        assert!(
+            parse_response(encode_error(Version::V2, &J::Null, -32700, "parse").as_bytes())
+                .is_err()
+        );
     }
 }

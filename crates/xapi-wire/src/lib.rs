@@ -1,8 +1,8 @@
 //! The XenAPI wire dialect: XML-RPC (`POST /`, `/RPC2`) and JSON-RPC 1.0/2.0
 //! (`POST /jsonrpc`). Pure codecs over byte slices and strings; no I/O.
 
-mod value;
 pub mod jsonrpc;
+mod value;
 pub mod xmlrpc;
 
 pub use value::Value;

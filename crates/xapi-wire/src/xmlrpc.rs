@@ -31,7 +31,13 @@ fn format_g16(x: f64) -> String {
         return "0".into();
     }
     if !x.is_finite() {
-        return if x.is_nan() { "nan".into() } else if x > 0.0 { "inf".into() } else { "-inf".into() };
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
     }
     let exp = x.abs().log10().floor() as i32;
     if (-5..16).contains(&exp) {
@@ -45,7 +51,11 @@ fn format_g16(x: f64) -> String {
     } else {
         let s = format!("{x:.15e}");
         let (mant, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let mant = if mant.contains('.') { mant.trim_end_matches('0').trim_end_matches('.') } else { mant };
+        let mant = if mant.contains('.') {
+            mant.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mant
+        };
         let ev: i32 = e.parse().unwrap_or(0);
         format!("{mant}e{}{:02}", if ev < 0 { '-' } else { '+' }, ev.abs())
     }
@@ -60,7 +70,11 @@ fn encode_into(v: &Value, out: &mut String) {
             use std::fmt::Write;
             let _ = write!(out, "{i}");
         }
-        Value::Bool(b) => out.push_str(if *b { "<boolean>1</boolean>" } else { "<boolean>0</boolean>" }),
+        Value::Bool(b) => out.push_str(if *b {
+            "<boolean>1</boolean>"
+        } else {
+            "<boolean>0</boolean>"
+        }),
         Value::Float(x) => {
             out.push_str("<double>");
             out.push_str(&format_g16(*x));
@@ -132,7 +146,11 @@ pub fn encode_fault(code: i32, message: &str) -> String {
     // Fault codes are typed <int>, as XML-RPC requires.
     let mut body = String::new();
     encode_into(&Value::Struct(m), &mut body);
-    out.push_str(&body.replacen(&format!("<value>{code}</value>"), &format!("<value><int>{code}</int></value>"), 1));
+    out.push_str(&body.replacen(
+        &format!("<value>{code}</value>"),
+        &format!("<value><int>{code}</int></value>"),
+        1,
+    ));
     out.push_str("</fault></methodResponse>");
     out
 }
@@ -215,10 +233,12 @@ fn unescape(s: &str) -> Result<Cow<'_, str>, WireError> {
             "amp" => '&',
             "quot" => '"',
             "apos" => '\'',
-            _ if name.starts_with("#x") || name.starts_with("#X") => u32::from_str_radix(&name[2..], 16)
-                .ok()
-                .and_then(char::from_u32)
-                .ok_or_else(|| err("bad character reference"))?,
+            _ if name.starts_with("#x") || name.starts_with("#X") => {
+                u32::from_str_radix(&name[2..], 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| err("bad character reference"))?
+            }
             _ if name.starts_with('#') => name[1..]
                 .parse::<u32>()
                 .ok()
@@ -245,7 +265,9 @@ fn tokenize(src: &str) -> Result<Vec<Tok<'_>>, WireError> {
             let end = r.find("-->").ok_or_else(|| err("unterminated comment"))?;
             rest = &r[end + 3..];
         } else if let Some(r) = rest.strip_prefix("<?") {
-            let end = r.find("?>").ok_or_else(|| err("unterminated declaration"))?;
+            let end = r
+                .find("?>")
+                .ok_or_else(|| err("unterminated declaration"))?;
             rest = &r[end + 2..];
         } else if rest.starts_with("<!") {
             return Err(err("DTDs are not accepted"));
@@ -271,7 +293,11 @@ fn tokenize(src: &str) -> Result<Vec<Tok<'_>>, WireError> {
 
 fn tag_name(inner: &str) -> Result<&str, WireError> {
     let name = inner.split_whitespace().next().unwrap_or("");
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+    {
         return Err(err(format!("bad tag <{inner}>")));
     }
     Ok(name)
@@ -362,21 +388,29 @@ impl<'a> P<'a> {
                 _ => return Err(err(format!("empty <{t}/>"))),
             },
             Some(Tok::Open(t)) => match t {
-                "string" | "base64" => Value::String(self.text_until(&t)?),
+                "string" | "base64" => Value::String(self.text_until(t)?),
                 "int" | "i4" | "i8" => {
-                    let s = self.text_until(&t)?;
-                    Value::Int(s.trim().parse().map_err(|_| err(format!("bad <{t}> {s:?}")))?)
+                    let s = self.text_until(t)?;
+                    Value::Int(
+                        s.trim()
+                            .parse()
+                            .map_err(|_| err(format!("bad <{t}> {s:?}")))?,
+                    )
                 }
-                "boolean" => match self.text_until(&t)?.trim() {
+                "boolean" => match self.text_until(t)?.trim() {
                     "1" | "true" => Value::Bool(true),
                     "0" | "false" => Value::Bool(false),
                     s => return Err(err(format!("bad boolean {s:?}"))),
                 },
                 "double" => {
-                    let s = self.text_until(&t)?;
-                    Value::Float(s.trim().parse().map_err(|_| err(format!("bad double {s:?}")))?)
+                    let s = self.text_until(t)?;
+                    Value::Float(
+                        s.trim()
+                            .parse()
+                            .map_err(|_| err(format!("bad double {s:?}")))?,
+                    )
                 }
-                "dateTime.iso8601" => Value::DateTime(self.text_until(&t)?.trim().to_string()),
+                "dateTime.iso8601" => Value::DateTime(self.text_until(t)?.trim().to_string()),
                 "nil" => {
                     self.expect_close("nil")?;
                     Value::Nil
@@ -422,10 +456,10 @@ impl<'a> P<'a> {
     fn params(&mut self) -> Result<Vec<Value>, WireError> {
         let mut out = vec![];
         match self.peek().cloned() {
-            Some(Tok::Empty(n)) if n == "params" => {
+            Some(Tok::Empty("params")) => {
                 self.next();
             }
-            Some(Tok::Open(n)) if n == "params" => {
+            Some(Tok::Open("params")) => {
                 self.next();
                 while let Some(Tok::Open(n)) = self.peek().cloned() {
                     if n != "param" {
@@ -499,7 +533,9 @@ pub fn parse_response(body: &[u8]) -> Result<Response, WireError> {
             let msg = match &v {
                 Value::Struct(m) => format!(
                     "{}: {}",
-                    m.get("faultCode").map(|c| format!("{c:?}")).unwrap_or_default(),
+                    m.get("faultCode")
+                        .map(|c| format!("{c:?}"))
+                        .unwrap_or_default(),
                     m.get("faultString").and_then(|s| s.as_str()).unwrap_or("")
                 ),
                 _ => "fault".into(),
@@ -510,13 +546,18 @@ pub fn parse_response(body: &[u8]) -> Result<Response, WireError> {
     let params = p.params()?;
     p.expect_close("methodResponse")?;
     p.end()?;
-    let v = params.into_iter().next().ok_or_else(|| WireError::Shape("no result".into()))?;
+    let v = params
+        .into_iter()
+        .next()
+        .ok_or_else(|| WireError::Shape("no result".into()))?;
     response_of_value(v)
 }
 
 /// XAPI's envelope: `{Status, Value}` or `{Status, ErrorDescription}`.
 pub fn response_of_value(v: Value) -> Result<Response, WireError> {
-    let Value::Struct(mut m) = v else { return Err(WireError::Shape("result is not a struct".into())) };
+    let Value::Struct(mut m) = v else {
+        return Err(WireError::Shape("result is not a struct".into()));
+    };
     match m.get("Status").and_then(|s| s.as_str()) {
         Some("Success") => Ok(Response::Success(m.remove("Value").unwrap_or(Value::Nil))),
         Some("Failure") => match m.remove("ErrorDescription") {
@@ -547,17 +588,33 @@ mod tests {
             ok,
             "<methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name><value>OpaqueRef:a</value></member></struct></value></param></params></methodResponse>"
         );
-        let fail = encode_response(&Response::Failure(vec!["HANDLE_INVALID".into(), "PIF".into(), "x".into()]));
+        let fail = encode_response(&Response::Failure(vec![
+            "HANDLE_INVALID".into(),
+            "PIF".into(),
+            "x".into(),
+        ]));
         assert_eq!(
             fail,
             "<methodResponse><params><param><value><struct><member><name>ErrorDescription</name><value><array><data><value>HANDLE_INVALID</value><value>PIF</value><value>x</value></data></array></value></member><member><name>Status</name><value>Failure</value></member></struct></value></param></params></methodResponse>"
         );
         assert_eq!(encode_value(&Value::Nil), "<value></value>");
         assert_eq!(encode_value(&Value::Int(-5)), "<value>-5</value>");
-        assert_eq!(encode_value(&Value::Bool(true)), "<value><boolean>1</boolean></value>");
-        assert_eq!(encode_value(&Value::Float(1.5)), "<value><double>1.5</double></value>");
-        assert_eq!(encode_value(&Value::Float(0.1)), "<value><double>0.1</double></value>");
-        assert_eq!(encode_value(&Value::String("a<&>".into())), "<value>a&lt;&amp;&gt;</value>");
+        assert_eq!(
+            encode_value(&Value::Bool(true)),
+            "<value><boolean>1</boolean></value>"
+        );
+        assert_eq!(
+            encode_value(&Value::Float(1.5)),
+            "<value><double>1.5</double></value>"
+        );
+        assert_eq!(
+            encode_value(&Value::Float(0.1)),
+            "<value><double>0.1</double></value>"
+        );
+        assert_eq!(
+            encode_value(&Value::String("a<&>".into())),
+            "<value>a&lt;&amp;&gt;</value>"
+        );
     }
 
     /// Captured from Python 3.11:
@@ -569,7 +626,10 @@ mod tests {
         assert_eq!(c.method, "VLAN.create");
         assert_eq!(c.params[0], Value::String("OpaqueRef:s".into()));
         let mut m = BTreeMap::new();
-        m.insert("a".into(), Value::Array(vec![Value::Int(1), Value::Bool(true), Value::Float(2.5)]));
+        m.insert(
+            "a".into(),
+            Value::Array(vec![Value::Int(1), Value::Bool(true), Value::Float(2.5)]),
+        );
         assert_eq!(c.params[1], Value::Struct(m));
         assert_eq!(c.params[2], Value::Nil);
     }
@@ -607,9 +667,18 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut m = BTreeMap::new();
-        m.insert("k".to_string(), Value::Array(vec![Value::Int(i64::MIN), Value::String(" sp ".into())]));
-        m.insert("d".to_string(), Value::DateTime("20260101T00:00:00Z".into()));
-        let call = MethodCall { method: "x.y".into(), params: vec![Value::Struct(m), Value::Bool(false), Value::Float(-2.25)] };
+        m.insert(
+            "k".to_string(),
+            Value::Array(vec![Value::Int(i64::MIN), Value::String(" sp ".into())]),
+        );
+        m.insert(
+            "d".to_string(),
+            Value::DateTime("20260101T00:00:00Z".into()),
+        );
+        let call = MethodCall {
+            method: "x.y".into(),
+            params: vec![Value::Struct(m), Value::Bool(false), Value::Float(-2.25)],
+        };
         assert_eq!(parse_call(encode_call(&call).as_bytes()).unwrap(), call);
         let r = Response::Success(Value::Array(vec![Value::String("a".into())]));
         assert_eq!(parse_response(encode_response(&r).as_bytes()).unwrap(), r);

@@ -88,7 +88,13 @@ fn set_mgmt(m: &mut Management, key: &str, v: &str) -> Result<()> {
         }
         "IP" => m.ip = ipv4(v, "IP")?,
         "NETMASK" => m.netmask = ipv4(v, "NETMASK")?,
-        "GATEWAY" => m.gateway = if v.is_empty() { String::new() } else { ipv4(v, "GATEWAY")? },
+        "GATEWAY" => {
+            m.gateway = if v.is_empty() {
+                String::new()
+            } else {
+                ipv4(v, "GATEWAY")?
+            }
+        }
         "DNS" => {
             for d in v.split(',').filter(|d| !d.is_empty()) {
                 d.parse::<std::net::IpAddr>()
@@ -135,20 +141,29 @@ fn check_mgmt(m: &Management) -> Result<()> {
 }
 
 fn addr(v: &str, flag: &str) -> Result<SocketAddr> {
-    v.parse().map_err(|_| anyhow!("{flag}: '{v}' is not ADDR:PORT"))
+    v.parse()
+        .map_err(|_| anyhow!("{flag}: '{v}' is not ADDR:PORT"))
 }
 
 pub fn parse(args: &[String]) -> Result<Config> {
     let mut c = Config::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| anyhow!("{a} needs a value"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| anyhow!("{a} needs a value"))
+        };
         match a.as_str() {
             "--state-dir" => c.state_dir = val()?.into(),
             "--run-dir" => c.run_dir = val()?.into(),
             "--listen" => {
                 let v = val()?;
-                c.listen = if v == "none" { None } else { Some(addr(&v, a)?) };
+                c.listen = if v == "none" {
+                    None
+                } else {
+                    Some(addr(&v, a)?)
+                };
             }
             "--http-listen" => {
                 let sa = addr(&val()?, a)?;
@@ -172,7 +187,11 @@ pub fn parse(args: &[String]) -> Result<Config> {
                 c.datapath = v;
             }
             "--nic-prefix" => {
-                c.nic_prefixes = val()?.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+                c.nic_prefixes = val()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
                 if c.nic_prefixes.is_empty() {
                     bail!("--nic-prefix: give at least one prefix");
                 }
@@ -209,7 +228,15 @@ mod tests {
     }
     #[test]
     fn parses_flags_and_rejects_bad_values() {
-        let c = parse(&v(&["--mgmt-mode", "static", "--mgmt-ip", "10.0.0.2", "--mgmt-netmask", "255.255.255.0"])).unwrap();
+        let c = parse(&v(&[
+            "--mgmt-mode",
+            "static",
+            "--mgmt-ip",
+            "10.0.0.2",
+            "--mgmt-netmask",
+            "255.255.255.0",
+        ]))
+        .unwrap();
         assert_eq!(c.management.mode, "static");
         assert!(parse(&v(&["--mgmt-mode", "static"])).is_err());
         assert!(parse(&v(&["--mgmt-ip", "10.0.0.300"])).is_err());

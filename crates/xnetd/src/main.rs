@@ -30,17 +30,30 @@ fn main() {
 }
 
 fn user_add(args: &[String]) -> Result<()> {
-    let name = args.first().ok_or_else(|| anyhow!("user-add NAME"))?.clone();
+    let name = args
+        .first()
+        .ok_or_else(|| anyhow!("user-add NAME"))?
+        .clone();
     if name.is_empty() || name.contains(':') || name.contains('\n') {
         bail!("user name '{name}' may not be empty or contain ':'");
     }
-    let (mut role, mut pw, mut dir) = (Role::PoolAdmin, None, std::path::PathBuf::from("/var/lib/xnet"));
+    let (mut role, mut pw, mut dir) = (
+        Role::PoolAdmin,
+        None,
+        std::path::PathBuf::from("/var/lib/xnet"),
+    );
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let v = it.next().ok_or_else(|| anyhow!("{a} needs a value"))?;
         match a.as_str() {
             "--role" => role = Role::parse(v)?,
-            "--password-file" => pw = Some(std::fs::read_to_string(v)?.trim_end_matches(['\n', '\r']).to_string()),
+            "--password-file" => {
+                pw = Some(
+                    std::fs::read_to_string(v)?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                )
+            }
             "--state-dir" => dir = v.into(),
             _ => bail!("unknown option {a}"),
         }
@@ -92,7 +105,10 @@ fn first_start(store: &Store<Record>, cfg: &config::Config) -> Result<()> {
     }
     let nics = discover_nics(&cfg.nic_prefixes)?;
     if nics.is_empty() {
-        eprintln!("xnetd: no NIC named {:?} found; the host starts without PIFs", cfg.nic_prefixes);
+        eprintln!(
+            "xnetd: no NIC named {:?} found; the host starts without PIFs",
+            cfg.nic_prefixes
+        );
     }
     if let Some(dev) = &cfg.management.device {
         if !nics.iter().any(|n| &n.device == dev) {
@@ -112,7 +128,10 @@ fn first_start(store: &Store<Record>, cfg: &config::Config) -> Result<()> {
     });
     match r {
         Ok((host, _)) => {
-            eprintln!("xnetd: installed host {host} with {} NIC(s)", setup.nics.len());
+            eprintln!(
+                "xnetd: installed host {host} with {} NIC(s)",
+                setup.nics.len()
+            );
             Ok(())
         }
         Err(e) => bail!("first start failed: {e:?}"),
@@ -120,7 +139,8 @@ fn first_start(store: &Store<Record>, cfg: &config::Config) -> Result<()> {
 }
 
 fn run(cfg: config::Config) -> Result<()> {
-    std::fs::create_dir_all(&cfg.state_dir).with_context(|| format!("{}", cfg.state_dir.display()))?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("{}", cfg.state_dir.display()))?;
     std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("{}", cfg.run_dir.display()))?;
     let store = Arc::new(Store::open(
         &cfg.state_dir.join("db"),
@@ -177,25 +197,35 @@ fn run(cfg: config::Config) -> Result<()> {
 
     let sock = cfg.run_dir.join("xapi.sock");
     let _ = std::fs::remove_file(&sock);
-    let ul = std::os::unix::net::UnixListener::bind(&sock).with_context(|| format!("{}", sock.display()))?;
+    let ul = std::os::unix::net::UnixListener::bind(&sock)
+        .with_context(|| format!("{}", sock.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
     let mut threads = vec![];
     {
         let api = Arc::clone(&api);
-        threads.push(std::thread::spawn(move || xnet_api::http::serve_unix(api, ul)));
+        threads.push(std::thread::spawn(move || {
+            xnet_api::http::serve_unix(api, ul)
+        }));
     }
     if let Some(addr) = cfg.http_listen {
         let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         let api = Arc::clone(&api);
-        threads.push(std::thread::spawn(move || xnet_api::http::serve_tcp(api, l, None)));
+        threads.push(std::thread::spawn(move || {
+            xnet_api::http::serve_tcp(api, l, None)
+        }));
     }
     if let Some(addr) = cfg.listen {
-        let names = vec![cfg.hostname.clone().unwrap_or_else(hostname), "localhost".into()];
+        let names = vec![
+            cfg.hostname.clone().unwrap_or_else(hostname),
+            "localhost".into(),
+        ];
         let tls = xnet_api::tls::server_config(&cfg.state_dir, &names)?;
         let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         let api = Arc::clone(&api);
-        threads.push(std::thread::spawn(move || xnet_api::http::serve_tcp(api, l, Some(tls))));
+        threads.push(std::thread::spawn(move || {
+            xnet_api::http::serve_tcp(api, l, Some(tls))
+        }));
     }
     eprintln!("xnetd: serving on {}", sock.display());
     for t in threads {
