@@ -317,3 +317,25 @@ def test_xe_cli(host, session):
     assert x.PIF.get_VLAN(x.PIF.get_by_uuid(r.stdout.strip())) == "55"
     r = xe(host, "bogus-command")
     assert r.returncode != 0
+
+
+def test_dhcp_pif_gets_a_lease(host, session):
+    """A PIF in DHCP mode runs a real DHCP client; the lease shows in the PIF."""
+    x = session.xenapi
+    sh_sw = ["ip", "netns", "exec", host.sw]
+    subprocess.run(sh_sw + ["ip", "addr", "add", "10.77.0.1/24", "dev", "p2"], check=True, timeout=30)
+    host.switch_spawn(["dnsmasq", "--no-daemon", "--interface=p2", "--bind-interfaces", "--port=0",
+                       "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h", "--dhcp-option=3,10.77.0.1",
+                       "--dhcp-leasefile=" + os.path.join(host.dir, "leases"), "--pid-file="])
+    eth2 = pif_by_device(x, "eth2")
+    x.PIF.reconfigure_ip(eth2, "DHCP", "", "", "", "")
+    x.PIF.plug(eth2)
+    wait_for(lambda: x.PIF.get_IP(eth2).startswith("10.77.0."), timeout=40, what="DHCP lease")
+    r = x.PIF.get_record(eth2)
+    assert r["netmask"] == "255.255.255.0" and r["gateway"] == "10.77.0.1"
+    addrs = host.ns("ip", "-o", "-4", "addr", "show", "dev", "xenbr2").stdout
+    assert r["IP"] + "/24" in addrs
+    subprocess.run(sh_sw + ["ping", "-c", "1", "-W", "2", r["IP"]], check=True, timeout=30)
+    x.PIF.reconfigure_ip(eth2, "None", "", "", "", "")
+    wait_for(lambda: "10.77.0." not in host.ns("ip", "-o", "-4", "addr", "show", "dev", "xenbr2").stdout,
+             what="address removed")

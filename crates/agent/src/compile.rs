@@ -63,6 +63,8 @@ pub struct Desired {
     pub resolv: Option<String>,
     /// PIF → why it cannot be realized.
     pub errors: BTreeMap<String, String>,
+    /// Bridge devices that run a DHCP client, with their PIF.
+    pub dhcp: BTreeMap<String, String>,
 }
 
 fn map_of(rec: &Record, f: &str) -> BTreeMap<String, String> {
@@ -282,7 +284,12 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
 }
 
 /// The device that carries a PIF's IP configuration: its network's bridge.
-pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired {
+pub fn compile(
+    t: &dyn Tables,
+    host: &str,
+    existing_links: &[String],
+    leases: &BTreeMap<String, crate::dhcp::Lease>,
+) -> Desired {
     let d = Reader { t };
     let mut out = Desired::default();
     let pifs: Vec<(String, Record)> = t
@@ -426,7 +433,8 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
         if !out.addrs.contains_key(&dev) {
             continue;
         }
-        match s(pif, "ip_configuration_mode") {
+        // (address, gateway, nameservers) from the static settings or the lease.
+        let config = match s(pif, "ip_configuration_mode") {
             "Static" => {
                 let (Ok(ip), Some(len)) = (
                     s(pif, "IP").parse::<IpAddr>(),
@@ -436,40 +444,43 @@ pub fn compile(t: &dyn Tables, host: &str, existing_links: &[String]) -> Desired
                         .insert(pref.clone(), "static IP configuration is incomplete".into());
                     continue;
                 };
-                out.addrs.entry(dev.clone()).or_default().push((ip, len));
-                let is_gw = b(pif, "management")
-                    || mget(pif, "other_config", "defaultroute") == Some("true");
-                if is_gw
-                    && !s(pif, "gateway").is_empty()
-                    && (gateway.is_none() || b(pif, "management"))
-                {
-                    gateway = Some((s(pif, "gateway").to_string(), dev.clone()));
-                }
-                if b(pif, "management") || mget(pif, "other_config", "peerdns") == Some("true") {
-                    let ns: Vec<&str> =
-                        s(pif, "DNS").split(',').filter(|x| !x.is_empty()).collect();
-                    let domains: Vec<&str> = mget(pif, "other_config", "domain")
-                        .unwrap_or("")
-                        .split(',')
-                        .filter(|x| !x.is_empty())
-                        .collect();
-                    let mut text = String::from("# written by xnet from the management PIF\n");
-                    if !domains.is_empty() {
-                        text.push_str(&format!("search {}\n", domains.join(" ")));
-                    }
-                    for n in ns {
-                        text.push_str(&format!("nameserver {n}\n"));
-                    }
-                    resolv = Some(text);
-                }
+                Some((
+                    (ip, len),
+                    s(pif, "gateway").to_string(),
+                    s(pif, "DNS").to_string(),
+                ))
             }
             "DHCP" => {
-                out.errors.insert(
-                    pref.clone(),
-                    "DHCP is not supported by this xnet build (use Static)".into(),
-                );
+                out.dhcp.insert(dev.clone(), pref.clone());
+                leases
+                    .get(&dev)
+                    .and_then(|l| l.cidr().map(|c| (c, l.router.clone(), l.dns.clone())))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((cidr, gw, dns)) = config {
+            out.addrs.entry(dev.clone()).or_default().push(cidr);
+            let is_gw =
+                b(pif, "management") || mget(pif, "other_config", "defaultroute") == Some("true");
+            if is_gw && !gw.is_empty() && (gateway.is_none() || b(pif, "management")) {
+                gateway = Some((gw, dev.clone()));
+            }
+            if b(pif, "management") || mget(pif, "other_config", "peerdns") == Some("true") {
+                let ns: Vec<&str> = dns.split(',').filter(|x| !x.is_empty()).collect();
+                let domains: Vec<&str> = mget(pif, "other_config", "domain")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                let mut text = String::from("# written by xnet from the management PIF\n");
+                if !domains.is_empty() {
+                    text.push_str(&format!("search {}\n", domains.join(" ")));
+                }
+                for n in ns {
+                    text.push_str(&format!("nameserver {n}\n"));
+                }
+                resolv = Some(text);
+            }
         }
         for (k, v) in m(&nr, "other_config") {
             if k == "static-routes" {
@@ -552,7 +563,7 @@ mod tests {
     #[test]
     fn management_bridge_address_route_dns() {
         let (t, h) = host();
-        let d = compile(&t, &h, &[]);
+        let d = compile(&t, &h, &[], &BTreeMap::new());
         let br = &d.bridges["xenbr0"];
         assert!(br.ports.contains_key("eth0") && br.ports.contains_key("xenbr0"));
         assert_eq!(br.other_config["hwaddr"], "52:54:00:00:30:00");
@@ -605,7 +616,7 @@ mod tests {
         )
         .unwrap();
         let _ = bond;
-        let out = compile(&t, &h, &[]);
+        let out = compile(&t, &h, &[], &BTreeMap::new());
         let vbr = s(&t.tables["network"][&n], "bridge").to_string();
         let p = &out.bridges["xenbr1"].ports[&vbr];
         assert!(p.fake_bridge);

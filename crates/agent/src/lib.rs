@@ -4,6 +4,7 @@
 //! realized. Idempotent: an unchanged host gets no write.
 
 pub mod compile;
+mod dhcp;
 mod netif;
 pub mod ovs;
 
@@ -24,6 +25,8 @@ pub struct Settings {
     pub resolv_conf: PathBuf,
     /// Interface names that count as NICs.
     pub nic_prefixes: Vec<String>,
+    /// Where DHCP client state lives.
+    pub run_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,25 @@ impl TablesMut for TxnT<'_, '_> {
     }
 }
 
+/// Bridge devices of this host's attached DHCP PIFs (read before compiling,
+/// so their leases can be applied in the same pass).
+fn dhcp_devices(store: &Store<Record>, host: &str) -> std::collections::BTreeSet<String> {
+    use xnet_model::db::{b, s};
+    store.read(|v| {
+        v.iter("PIF")
+            .filter(|(_, r)| {
+                s(r, "host") == host
+                    && b(r, "currently_attached")
+                    && s(r, "ip_configuration_mode") == "DHCP"
+            })
+            .filter_map(|(_, r)| {
+                v.get("network", s(r, "network"))
+                    .map(|n| s(n, "bridge").to_string())
+            })
+            .collect()
+    })
+}
+
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
 const REALIZE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -121,9 +143,10 @@ impl Agent {
 
     fn run(self: Arc<Self>, client: xnet_ovsdb::Client, mut rt: xnet_rtnl::Rtnl) {
         let mut netif = netif::NetIf::default();
+        let mut dhcp = dhcp::Dhcp::new(&self.settings.run_dir);
         while !self.stop.load(Ordering::SeqCst) {
             let generation = self.store.generation();
-            let result = self.pass(&client, &mut rt, &mut netif);
+            let result = self.pass(&client, &mut rt, &mut netif, &mut dhcp);
             {
                 let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 st.realized = generation;
@@ -146,13 +169,15 @@ impl Agent {
         client: &xnet_ovsdb::Client,
         rt: &mut xnet_rtnl::Rtnl,
         netif: &mut netif::NetIf,
+        dhcp: &mut dhcp::Dhcp,
     ) -> Result<BTreeMap<String, String>, AgentError> {
         let links = rt.links()?;
         self.report_inventory(&links);
         let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
-        let desired = self
+        let leases = dhcp.leases(&dhcp_devices(&self.store, &self.host));
+        let mut desired = self
             .store
-            .read(|v| compile::compile(&ViewT(v), &self.host, &names));
+            .read(|v| compile::compile(&ViewT(v), &self.host, &names, &leases));
         let w = ovs::reconcile(client, &desired.bridges, &self.settings.datapath_type)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
         // Bridge devices appear once vswitchd has processed the transaction.
@@ -163,6 +188,13 @@ impl Agent {
         };
         let w = netif.apply(rt, &links, &desired, &self.settings.resolv_conf)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
+        let devs: std::collections::BTreeSet<String> = desired.dhcp.keys().cloned().collect();
+        for (dev, why) in dhcp.ensure(&devs) {
+            if let Some(pif) = desired.dhcp.get(&dev) {
+                desired.errors.insert(pif.clone(), why);
+            }
+        }
+        self.report_leases(&desired.dhcp, &leases);
         Ok(desired.errors)
     }
 
@@ -201,6 +233,46 @@ impl Agent {
         let _ = self.store.write(|t| {
             let mut tt = TxnT(t);
             xnet_model::host::set_inventory(&mut Db::new(&mut tt), &self.host, &nics)
+        });
+    }
+
+    /// Copies DHCP leases into their PIFs (XAPI shows the leased IP there).
+    fn report_leases(
+        &self,
+        pifs: &BTreeMap<String, String>,
+        leases: &BTreeMap<String, dhcp::Lease>,
+    ) {
+        let _ = self.store.write(|t| {
+            let mut tt = TxnT(t);
+            let mut d = Db::new(&mut tt);
+            for (dev, pif) in pifs {
+                let Some(l) = leases.get(dev) else { continue };
+                let Some(r) = xnet_model::Read::tables(&d).get("PIF", pif).cloned() else {
+                    continue;
+                };
+                let s = |f: &str| xnet_model::db::s(&r, f).to_string();
+                if (s("IP"), s("netmask"), s("gateway"), s("DNS"))
+                    != (
+                        l.ip.clone(),
+                        l.netmask.clone(),
+                        l.router.clone(),
+                        l.dns.clone(),
+                    )
+                {
+                    d.update("PIF", pif, |rec| {
+                        for (k, v) in [
+                            ("IP", &l.ip),
+                            ("netmask", &l.netmask),
+                            ("gateway", &l.router),
+                            ("DNS", &l.dns),
+                        ] {
+                            rec.insert(k.into(), xnet_model::db::vs(v.clone()));
+                        }
+                    })?;
+                    xnet_model::helpers::sync_host_address(&mut d, &s("host"))?;
+                }
+            }
+            Ok::<_, ApiError>(())
         });
     }
 

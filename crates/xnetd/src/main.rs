@@ -186,6 +186,7 @@ fn run(cfg: config::Config) -> Result<()> {
                 datapath_type: cfg.datapath.clone(),
                 resolv_conf: cfg.resolv_conf.clone(),
                 nic_prefixes: cfg.nic_prefixes.clone(),
+                run_dir: cfg.run_dir.clone(),
             },
         )
         .map_err(|e| anyhow!("starting the agent: {e}"))?;
