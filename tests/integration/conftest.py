@@ -66,6 +66,7 @@ class Host:
         self.run = os.path.join(self.dir, "run")
         self.ovs = os.path.join(self.dir, "ovs")
         self.procs = []
+        self.vms = []
         self.xnetd = None
         self.root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
 
@@ -184,6 +185,8 @@ class Host:
                 except Exception:
                     pass
         setns_fd(self.root_ns)
+        for vm in self.vms:
+            vm.remove()
         sh("ip", "netns", "del", self.name, check=False)
         sh("ip", "netns", "del", self.sw, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -228,3 +231,31 @@ def https_context():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class Vm:
+    """A VM as a namespace whose backend veth end is vif<domid>.<devid> in the host."""
+
+    def __init__(self, host, domid, devid=0):
+        self.host, self.domid = host, domid
+        self.ns = "%sv%d" % (host.name, domid)
+        self.backend = "vif%d.%d" % (domid, devid)
+        sh("ip", "netns", "add", self.ns)
+        host.vms.append(self)
+        sh("ip", "link", "add", self.backend, "netns", host.name, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
+        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "eth0", "up")
+        sh("ip", "netns", "exec", self.ns, "ethtool", "-K", "eth0", "tx", "off", check=False)
+        host.ns("ip", "link", "set", self.backend, "up")
+
+    def sh(self, *args, check=True):
+        return sh("ip", "netns", "exec", self.ns, *args, check=check)
+
+    def mac(self):
+        return self.sh("cat", "/sys/class/net/eth0/address").stdout.strip()
+
+    def ping(self, ip, count=2):
+        return self.sh("ping", "-c", str(count), "-W", "1", "-i", "0.2", ip, check=False).returncode == 0
+
+    def remove(self):
+        sh("ip", "netns", "del", self.ns, check=False)
