@@ -2,6 +2,8 @@
 //! keep-alive), with 1,000 PIFs and 10,000 VIFs in a durable store. Each figure
 //! is printed beside a baseline measured in the same run.
 
+mod realize;
+
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -341,6 +343,13 @@ fn api_bench() -> Result<()> {
 fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("api") => api_bench(),
-        _ => bail!("usage: xnet-bench api"),
+        Some("realize") => {
+            let n = std::env::args()
+                .nth(2)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(1000);
+            realize::bench(n, n.min(200))
+        }
+        _ => bail!("usage: xnet-bench api | realize [N]"),
     }
 }
