@@ -171,7 +171,7 @@ impl Agent {
         netif: &mut netif::NetIf,
         dhcp: &mut dhcp::Dhcp,
     ) -> Result<BTreeMap<String, String>, AgentError> {
-        let links = rt.links()?;
+        let links = netif::dump(|| rt.links())?;
         self.report_inventory(&links);
         let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
         let leases = dhcp.leases(&dhcp_devices(&self.store, &self.host));

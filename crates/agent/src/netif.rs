@@ -17,11 +17,24 @@ pub struct NetIf {
     routes: BTreeSet<(IpAddr, u8, IpAddr, String)>,
 }
 
+/// Runs a netlink dump again when the kernel reports it was interrupted by
+/// concurrent changes (NLM_F_DUMP_INTR, seen as EINTR): links come and go
+/// while vswitchd builds bridges.
+pub fn dump<T>(mut f: impl FnMut() -> Result<T, RtnlError>) -> Result<T, RtnlError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.errno() == Some(4) && tries < 20 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 /// Waits (bounded) until the named devices exist.
 pub fn wait_links(rt: &mut Rtnl, names: &[String], max: Duration) -> Result<Vec<Link>, RtnlError> {
     let deadline = Instant::now() + max;
     loop {
-        let links = rt.links()?;
+        let links = dump(|| rt.links())?;
         let all = names.iter().all(|n| links.iter().any(|l| &l.name == n));
         if all || Instant::now() >= deadline {
             return Ok(links);
@@ -48,7 +61,7 @@ impl NetIf {
                 }
             }
         }
-        let addrs = rt.addrs(None)?;
+        let addrs = dump(|| rt.addrs(None))?;
         for (dev, want) in &d.addrs {
             let Some(ix) = index(dev) else { continue };
             let have: Vec<(IpAddr, u8)> = addrs
@@ -96,7 +109,7 @@ impl NetIf {
         xnet_devices: &[&String],
     ) -> Result<u64, RtnlError> {
         let mut writes = 0;
-        let have = rt.routes()?;
+        let have = dump(|| rt.routes())?;
         let index = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
         let mut now = BTreeSet::new();
         for r in want {
