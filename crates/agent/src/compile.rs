@@ -154,6 +154,19 @@ fn bond_port(d: &Reader, bond: &str, master: &Record, slaves: &[Record], mtu: i6
     p
 }
 
+/// A port with one system interface of the same name.
+fn plain_port(dev: &str, mtu: i64) -> Port {
+    Port {
+        name: dev.to_string(),
+        interfaces: vec![Iface {
+            name: dev.to_string(),
+            mtu: Some(mtu),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 fn new_bridge(name: &str, net_uuids: &str, datapath_mac: Option<&str>) -> Bridge {
     let mut b = Bridge {
         name: name.to_string(),
@@ -231,18 +244,7 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
     match kind {
         PifKind::Physical => {
             let dev = s(pif, "device").to_string();
-            br.ports.insert(
-                dev.clone(),
-                Port {
-                    name: dev.clone(),
-                    interfaces: vec![Iface {
-                        name: dev.clone(),
-                        mtu: Some(mtu),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                },
-            );
+            br.ports.insert(dev.clone(), plain_port(&dev, mtu));
             out.up.push(dev);
         }
         PifKind::BondMaster => {
@@ -263,15 +265,7 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
             let port = if slaves.len() == 1 {
                 // "Sometimes a Bond is not actually a bond": one member is a plain port.
                 let dev = s(&slaves[0], "device").to_string();
-                Port {
-                    name: dev.clone(),
-                    interfaces: vec![Iface {
-                        name: dev,
-                        mtu: Some(mtu),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }
+                plain_port(&dev, mtu)
             } else {
                 bond_port(d, &bond, pif, &slaves, mtu)
             };
@@ -405,15 +399,9 @@ pub fn compile(
             br.ports.insert(
                 dev.clone(),
                 Port {
-                    name: dev.clone(),
-                    interfaces: vec![Iface {
-                        name: dev.clone(),
-                        mtu: Some(vmtu),
-                        ..Default::default()
-                    }],
                     tag,
                     external_ids: ext,
-                    ..Default::default()
+                    ..plain_port(&dev, vmtu)
                 },
             );
             out.up.push(dev);

@@ -69,18 +69,7 @@ impl Cache {
     }
     /// A ref of unknown class as a uuid (for error messages).
     fn uuid_any(&mut self, api: &mut dyn Api, r: &str) -> String {
-        for c in [
-            "PIF",
-            "network",
-            "VIF",
-            "VM",
-            "host",
-            "Bond",
-            "VLAN",
-            "tunnel",
-            "network_sriov",
-            "pool",
-        ] {
+        for c in API_CLASSES {
             let u = self.uuid(api, c, r);
             if u != "<not in database>" {
                 return u;
@@ -177,23 +166,23 @@ fn metric(
         .cloned()
 }
 
+/// Classes whose records the CLI reads, by wire name.
+const API_CLASSES: [&str; 11] = [
+    "PIF",
+    "network",
+    "VIF",
+    "VM",
+    "host",
+    "Bond",
+    "VLAN",
+    "tunnel",
+    "network_sriov",
+    "pool",
+    "PIF_metrics",
+];
+
 fn records_class(c: &str) -> &'static str {
-    [
-        "PIF",
-        "network",
-        "VIF",
-        "VM",
-        "host",
-        "Bond",
-        "VLAN",
-        "tunnel",
-        "network_sriov",
-        "pool",
-        "PIF_metrics",
-    ]
-    .into_iter()
-    .find(|x| *x == c)
-    .unwrap_or("PIF")
+    API_CLASSES.into_iter().find(|x| *x == c).unwrap_or("PIF")
 }
 
 struct Args {
