@@ -137,7 +137,9 @@ impl Ctl {
         // SAFETY: req and buf outlive the call; each caller sizes buf for its command.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
         if r < 0 {
-            Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+            Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
         } else {
             Ok(r)
         }

@@ -151,7 +151,9 @@ pub(crate) fn parse(p: &[u8]) -> Result<Link, RtnlError> {
         }
     }
     if !have_name {
-        return Err(RtnlError::Parse(format!("link {index} without IFLA_IFNAME")));
+        return Err(RtnlError::Parse(format!(
+            "link {index} without IFLA_IFNAME"
+        )));
     }
     Ok(l)
 }
@@ -172,7 +174,9 @@ fn check_name(name: &str) -> Result<(), RtnlError> {
 impl Rtnl {
     /// All links of the namespace.
     pub fn links(&mut self) -> Result<Vec<Link>, RtnlError> {
-        let msgs = self.sock.dump("RTM_GETLINK", RTM_GETLINK, &ifinfomsg(0, 0, 0))?;
+        let msgs = self
+            .sock
+            .dump("RTM_GETLINK", RTM_GETLINK, &ifinfomsg(0, 0, 0))?;
         msgs.iter()
             .filter(|(ty, _)| *ty == RTM_NEWLINK)
             .map(|(_, p)| parse(p))
@@ -218,7 +222,11 @@ impl Rtnl {
 
     /// `on == true` clears IFF_NOARP (ARP enabled); `false` sets it.
     pub fn set_arp(&mut self, ifindex: u32, on: bool) -> Result<(), RtnlError> {
-        self.setlink(&ifinfomsg(ifindex, if on { 0 } else { IFF_NOARP }, IFF_NOARP))
+        self.setlink(&ifinfomsg(
+            ifindex,
+            if on { 0 } else { IFF_NOARP },
+            IFF_NOARP,
+        ))
     }
 
     /// Creates the veth pair `a` <-> `b` (both down). EEXIST is an error here: a

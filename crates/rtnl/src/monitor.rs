@@ -17,7 +17,10 @@ const MONITOR_RCVBUF: i32 = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     NewLink(Link),
-    DelLink { index: u32, name: String },
+    DelLink {
+        index: u32,
+        name: String,
+    },
     NewAddr(Addr),
     DelAddr(Addr),
     /// Only main-table unicast routes, as `Rtnl::routes` reports them.

@@ -143,7 +143,10 @@ mod tests {
         j.append(b"one").unwrap();
         j.append(b"two").unwrap();
         let full = std::fs::read(&path).unwrap();
-        assert_eq!(parse(&full), (vec![b"one".to_vec(), b"two".to_vec()], full.len()));
+        assert_eq!(
+            parse(&full),
+            (vec![b"one".to_vec(), b"two".to_vec()], full.len())
+        );
         let mut zeros = full.clone();
         zeros.extend_from_slice(&[0; 16]);
         assert_eq!(parse(&zeros).1, full.len());

@@ -217,7 +217,8 @@ impl<'a, R> Txn<'a, R> {
 
     /// Creates or replaces a record. Any put counts as a change, even of an equal value.
     pub fn put(&mut self, table: &str, key: &str, record: R) {
-        self.pending_table(table).insert(key.to_owned(), Some(record));
+        self.pending_table(table)
+            .insert(key.to_owned(), Some(record));
     }
 
     /// Deletes a record; returns whether it existed (as seen by this transaction).
@@ -339,12 +340,12 @@ where
         let volatile: HashSet<String> = opts.volatile_tables.iter().cloned().collect();
         let (mut generation, mut tables) = match snapshot::load(dir)? {
             None => (0, Tables::new()),
-            Some(payload) => serde_json::from_slice::<(u64, Tables<R>)>(&payload).map_err(
-                |e| StoreError::CorruptSnapshot {
+            Some(payload) => serde_json::from_slice::<(u64, Tables<R>)>(&payload).map_err(|e| {
+                StoreError::CorruptSnapshot {
                     path: dir.join(snapshot::FILE),
                     reason: e.to_string(),
-                },
-            )?,
+                }
+            })?,
         };
         tables.retain(|t, _| !volatile.contains(t));
         let journal_path = dir.join(JOURNAL_FILE);
@@ -471,12 +472,7 @@ where
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut changes = Vec::with_capacity(pending.len());
         for (table, key, after) in pending {
-            let before = apply_one(
-                &mut state.tables,
-                table.clone(),
-                key.clone(),
-                after.clone(),
-            );
+            let before = apply_one(&mut state.tables, table.clone(), key.clone(), after.clone());
             changes.push(Change {
                 table,
                 key,
