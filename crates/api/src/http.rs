@@ -9,7 +9,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use xapi_wire::{jsonrpc, xmlrpc};
+use xapi_wire::stream::Format;
+use xapi_wire::{jsonrpc, xmlrpc, Response};
 
 pub const MAX_BODY: usize = 16 << 20;
 const MAX_HEADER: usize = 64 << 10;
@@ -259,16 +260,28 @@ pub fn route(
     match (req.method.as_str(), path) {
         ("POST", "/" | "/RPC2") => {
             let body = match xmlrpc::parse_call(&req.body) {
-                Ok(call) => xmlrpc::encode_response(&api.handle(call, origin)),
+                Ok(call) => match api.handle_bulk(&call, Format::Xml) {
+                    Some(Ok(v)) => xmlrpc::encode_success_raw(&v),
+                    Some(Err(e)) => xmlrpc::encode_response(&Response::Failure(e.to_description())),
+                    None => xmlrpc::encode_response(&api.handle(call, origin)),
+                },
                 Err(e) => xmlrpc::encode_fault(-32700, &e.to_string()),
             };
             ("200 OK", "text/xml", body)
         }
         ("POST", "/jsonrpc") => {
             let body = match jsonrpc::parse_request(&req.body) {
-                Ok(rq) => {
-                    jsonrpc::encode_response(rq.version, &rq.id, &api.handle(rq.call, origin))
-                }
+                Ok(rq) => match api.handle_bulk(&rq.call, Format::Json) {
+                    Some(Ok(v)) => jsonrpc::encode_success_raw(rq.version, &rq.id, &v),
+                    Some(Err(e)) => jsonrpc::encode_response(
+                        rq.version,
+                        &rq.id,
+                        &Response::Failure(e.to_description()),
+                    ),
+                    None => {
+                        jsonrpc::encode_response(rq.version, &rq.id, &api.handle(rq.call, origin))
+                    }
+                },
                 Err(e) => jsonrpc::encode_error(
                     jsonrpc::Version::V2,
                     &serde_json::Value::Null,

@@ -10,6 +10,7 @@ pub mod users;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use xapi_wire::stream::{Format, Writer};
 use xapi_wire::{MethodCall, Response, Value};
 use xnet_model::calls::{self, Handler};
 use xnet_model::{db, ApiError, ApiResult, Db, Reader, Record};
@@ -68,6 +69,55 @@ impl Api {
             Ok(v) => Response::Success(v),
             Err(e) => fail(e),
         }
+    }
+
+    /// `<class>.get_all_records[_where]` encoded straight from the store into
+    /// `fmt` (the one result too large to build as a value first); `None`
+    /// for every other call, and for malformed ones, which take the normal
+    /// path and get its errors.
+    pub fn handle_bulk(&self, call: &MethodCall, fmt: Format) -> Option<ApiResult<String>> {
+        let (class, rest) = call.method.split_once('.')?;
+        let class = xnet_model::schema::class(class)?;
+        let expr = match (rest, call.params.as_slice()) {
+            ("get_all_records", [_]) => xnet_model::query::Expr::True,
+            ("get_all_records_where", [_, Value::String(e)]) => match xnet_model::query::parse(e) {
+                Ok(e) => e,
+                Err(_) => return None,
+            },
+            _ => return None,
+        };
+        let session = call.params[0].as_str()?;
+        if let Err(e) = self.session_role(session) {
+            return Some(Err(e));
+        }
+        Some(Ok(self.store.read(|v| {
+            let t = tables::ViewTables(v);
+            let refs = xnet_model::generic::matching(&t, class, &expr);
+            // Large results are encoded in slices on every core.
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 4)
+                .min(refs.len() / 1000 + 1);
+            let encode = |slice: &[&str]| {
+                // About 2.2 KB per record in XML.
+                let mut w = Writer::new(fmt, 64 + slice.len() * 2304);
+                xnet_model::generic::records_into(&tables::ViewTables(v), class, slice, &mut w);
+                w.finish()
+            };
+            if threads == 1 {
+                return encode(&refs);
+            }
+            let parts: Vec<String> = std::thread::scope(|s| {
+                let hs: Vec<_> = refs
+                    .chunks(refs.len().div_ceil(threads))
+                    .map(|slice| s.spawn(move || encode(slice)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().expect("encoder thread"))
+                    .collect()
+            });
+            xapi_wire::stream::merge_structs(fmt, &parts)
+        })))
     }
 
     fn dispatch(

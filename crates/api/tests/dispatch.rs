@@ -318,3 +318,112 @@ fn http_framing_and_routes() {
     };
     assert!(route(&api, &nf, Origin::Network).0.starts_with("404"));
 }
+
+#[test]
+fn bulk_reads_encode_as_the_value_would() {
+    let (api, _) = setup();
+    let sess = login(&api, "admin");
+    // Awkward strings: escapes in both formats.
+    let net = ok(call(
+        &api,
+        "network.create",
+        vec![
+            sess.clone(),
+            Value::Struct(
+                [
+                    ("name_label".to_string(), s("a<&>\"\\\n\u{1}é")),
+                    (
+                        "other_config".to_string(),
+                        Value::Struct(Default::default()),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+        ],
+    ));
+    assert!(net.as_str().is_some());
+    // Enough records for the encoding to be split across threads.
+    for i in 0..1100 {
+        let args = Value::Struct(
+            [
+                ("name_label".to_string(), s(&format!("n{i}"))),
+                (
+                    "other_config".to_string(),
+                    Value::Struct(Default::default()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        ok(call(&api, "network.create", vec![sess.clone(), args]));
+    }
+    for (method, params) in [
+        ("PIF.get_all_records", vec![sess.clone()]),
+        ("network.get_all_records", vec![sess.clone()]),
+        ("host.get_all_records", vec![sess.clone()]),
+        (
+            "PIF.get_all_records_where",
+            vec![sess.clone(), s("field \"device\" = \"eth1\"")],
+        ),
+        (
+            "network.get_all_records_where",
+            vec![sess.clone(), s("field \"name_label\" = \"nothing\"")],
+        ),
+    ] {
+        let c = MethodCall {
+            method: method.into(),
+            params: params.clone(),
+        };
+        let slow = api.handle(c.clone(), Origin::Network);
+        let fast = api
+            .handle_bulk(&c, xapi_wire::stream::Format::Xml)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            xapi_wire::xmlrpc::encode_success_raw(&fast),
+            xapi_wire::xmlrpc::encode_response(&slow),
+            "{method} XML"
+        );
+        let fast = api
+            .handle_bulk(&c, xapi_wire::stream::Format::Json)
+            .unwrap()
+            .unwrap();
+        for v in [
+            xapi_wire::jsonrpc::Version::V1,
+            xapi_wire::jsonrpc::Version::V2,
+        ] {
+            let id = serde_json::json!(7);
+            assert_eq!(
+                xapi_wire::jsonrpc::encode_success_raw(v, &id, &fast),
+                xapi_wire::jsonrpc::encode_response(v, &id, &slow),
+                "{method} JSON"
+            );
+        }
+    }
+    // Bad sessions get SESSION_INVALID; malformed calls fall back to the
+    // normal path and its errors.
+    let bad = MethodCall {
+        method: "PIF.get_all_records".into(),
+        params: vec![s("OpaqueRef:nope")],
+    };
+    let e = api
+        .handle_bulk(&bad, xapi_wire::stream::Format::Xml)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.to_description()[0], "SESSION_INVALID");
+    let extra = MethodCall {
+        method: "PIF.get_all_records".into(),
+        params: vec![sess.clone(), s("x")],
+    };
+    assert!(api
+        .handle_bulk(&extra, xapi_wire::stream::Format::Xml)
+        .is_none());
+    let bad_expr = MethodCall {
+        method: "PIF.get_all_records_where".into(),
+        params: vec![sess, s("field ( = ")],
+    };
+    assert!(api
+        .handle_bulk(&bad_expr, xapi_wire::stream::Format::Xml)
+        .is_none());
+}

@@ -35,6 +35,14 @@ impl Conn {
         })
     }
     fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value> {
+        let buf = self.call_raw(method, params)?;
+        match xmlrpc::parse_response(&buf)? {
+            Response::Success(v) => Ok(v),
+            Response::Failure(e) => bail!("{method}: {e:?}"),
+        }
+    }
+    /// The reply body as received: the round trip to its last byte.
+    fn call_raw(&mut self, method: &str, params: Vec<Value>) -> Result<Vec<u8>> {
         let body = xmlrpc::encode_call(&MethodCall {
             method: method.into(),
             params,
@@ -53,10 +61,7 @@ impl Conn {
         }
         let mut buf = vec![0u8; len];
         self.r.read_exact(&mut buf)?;
-        match xmlrpc::parse_response(&buf)? {
-            Response::Success(v) => Ok(v),
-            Response::Failure(e) => bail!("{method}: {e:?}"),
-        }
+        Ok(buf)
     }
 }
 
@@ -174,7 +179,8 @@ fn api_bench() -> Result<()> {
     users.set("root", "pw", xnet_api::Role::PoolAdmin)?;
     let api = xnet_api::Api::new(store, users, Arc::new(Instant0));
     {
-        // Where the time of the largest read goes, measured in-process.
+        // The largest read in-process: the direct encoding the server uses
+        // against building the value tree first and encoding it (the baseline).
         let t = Instant::now();
         let v = api
             .run("VIF.get_all_records", &[])
@@ -182,8 +188,35 @@ fn api_bench() -> Result<()> {
         let t1 = t.elapsed();
         let x = xmlrpc::encode_response(&Response::Success(v));
         let t2 = t.elapsed();
+        let sess = api.handle(
+            MethodCall {
+                method: "session.login_with_password".into(),
+                params: vec![Value::String("root".into()), Value::String("pw".into())],
+            },
+            xnet_api::Origin::Network,
+        );
+        let Response::Success(sess) = sess else {
+            bail!("login failed")
+        };
+        let call = MethodCall {
+            method: "VIF.get_all_records".into(),
+            params: vec![sess],
+        };
+        let direct = timed(
+            if std::env::var_os("XNET_BENCH_PROFILE").is_some() {
+                200
+            } else {
+                10
+            },
+            |_| {
+                api.handle_bulk(&call, xapi_wire::stream::Format::Xml)
+                    .context("no bulk path")?
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+            },
+        )?;
         println!(
-            "VIF.get_all_records in-process: records {} + XML encoding {} = {} bytes\n",
+            "VIF.get_all_records in-process: direct encoding p50 {}   | baseline value tree {} + encoding {}, {} bytes\n",
+            ms(pct(direct, 0.5)),
             ms(t1),
             ms(t2 - t1),
             x.len()
@@ -259,11 +292,21 @@ fn api_bench() -> Result<()> {
         pifs,
         "round trip incl. client XML decoding",
     );
-    let vifs = timed(20, |_| c.call("VIF.get_all_records", vec![sess.clone()]))?;
+    let mut last = vec![];
+    let vifs = timed(20, |_| {
+        last = c.call_raw("VIF.get_all_records", vec![sess.clone()])?;
+        Ok(())
+    })?;
     report(
         "VIF.get_all_records (10,000)",
         vifs,
-        "xe vm-list at 512 VMs: 450-730 ms (reference)",
+        &format!("to the last byte of {} MB", last.len() / 1_000_000),
+    );
+    let decode = timed(5, |_| Ok(xmlrpc::parse_response(&last)?))?;
+    println!(
+        "{:<34} client-side XML decoding of that reply p50 {} (the client's cost, not the server's)",
+        "",
+        ms(pct(decode, 0.5))
     );
     let eth1 = {
         let all = c.call(

@@ -178,3 +178,57 @@ pub fn all_records(r: &Reader, c: &Class, e: &query::Expr) -> Value {
     }
     Value::Struct(out)
 }
+
+/// The refs of `c` that `e` selects, in name order.
+pub fn matching<'t>(t: &'t dyn crate::db::Tables, c: &Class, e: &query::Expr) -> Vec<&'t str> {
+    t.scan(c.name)
+        .filter(|(_, rec)| e.eval(rec))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The records `refs` of `c` as one struct written straight into its wire
+/// form: the same bytes as encoding `all_records`' result, without building
+/// the value tree.
+pub fn records_into(
+    t: &dyn crate::db::Tables,
+    c: &Class,
+    refs: &[&str],
+    w: &mut xapi_wire::stream::Writer,
+) {
+    // A struct's members go out in name order.
+    let mut fields: Vec<_> = c
+        .fields
+        .iter()
+        .filter(|f| f.qual != Qual::Internal)
+        .collect();
+    fields.sort_by_key(|f| f.name);
+    let mut idx = RelIndex::default();
+    w.begin_struct();
+    for &k in refs {
+        let Some(rec) = t.get(c.name, k) else {
+            continue;
+        };
+        w.key(k);
+        w.begin_struct();
+        // Fields and the record's keys are both in name order: walk them
+        // together instead of looking each field up.
+        let mut stored = rec.iter().peekable();
+        for fd in &fields {
+            w.key(fd.name);
+            if let Some((rc, rf)) = fd.rel {
+                w.strings(idx.get(t, rc, rf, k).iter().map(String::as_str));
+            } else {
+                while stored.next_if(|(n, _)| n.as_str() < fd.name).is_some() {}
+                match stored.next_if(|(n, _)| n.as_str() == fd.name) {
+                    Some((_, v)) => w.value(v),
+                    None => w.value(&fd.zero_value()),
+                }
+            }
+            w.end_member();
+        }
+        w.end_struct();
+        w.end_member();
+    }
+    w.end_struct();
+}

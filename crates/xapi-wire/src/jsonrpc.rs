@@ -31,6 +31,88 @@ pub fn to_json(v: &Value) -> J {
     }
 }
 
+/// A string as serde_json writes it (same escapes), appended to `out`.
+pub(crate) fn write_str(s: &str, out: &mut String) {
+    out.push('"');
+    let mut last = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[last..i]);
+        if rep.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(rep);
+        }
+        last = i + 1;
+    }
+    out.push_str(&s[last..]);
+    out.push('"');
+}
+
+/// `to_json(v).to_string()` without building the tree.
+pub(crate) fn write_value(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) | Value::DateTime(s) => write_str(s, out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(x, out);
+            }
+            out.push(']');
+        }
+        Value::Struct(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(k, out);
+                out.push(':');
+                write_value(x, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&to_json(scalar).to_string()),
+    }
+}
+
+/// A success envelope around a result already in JSON form.
+pub fn encode_success_raw(version: Version, id: &J, result: &str) -> String {
+    let id = id.to_string();
+    let mut out = String::with_capacity(result.len() + id.len() + 40);
+    // Members in the order serde_json's sorted map writes them.
+    match version {
+        Version::V1 => {
+            out.push_str("{\"error\":null,\"id\":");
+            out.push_str(&id);
+            out.push_str(",\"result\":");
+            out.push_str(result);
+        }
+        Version::V2 => {
+            out.push_str("{\"id\":");
+            out.push_str(&id);
+            out.push_str(",\"jsonrpc\":\"2.0\",\"result\":");
+            out.push_str(result);
+        }
+    }
+    out.push('}');
+    out
+}
+
 fn depth_of(j: &J, limit: usize) -> bool {
     // Iterative, so a hostile document cannot exhaust the stack here either.
     let mut stack = vec![(j, 0usize)];

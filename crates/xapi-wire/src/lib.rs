@@ -2,6 +2,7 @@
 //! (`POST /jsonrpc`). Pure codecs over byte slices and strings; no I/O.
 
 pub mod jsonrpc;
+pub mod stream;
 mod value;
 pub mod xmlrpc;
 

@@ -7,10 +7,25 @@ use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------- encoding
 
-fn escape(s: &str, out: &mut String) {
-    // Most values need no escaping: copy runs between special bytes whole.
+pub(crate) fn escape(s: &str, out: &mut String) {
+    // Most values need no escaping: find the first special byte with a
+    // table lookup, and copy the runs between special bytes whole.
+    const fn table() -> [bool; 256] {
+        let mut t = [false; 256];
+        t[b'&' as usize] = true;
+        t[b'<' as usize] = true;
+        t[b'>' as usize] = true;
+        t[b'"' as usize] = true;
+        t
+    }
+    static SPECIAL: [bool; 256] = table();
+    let bytes = s.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| SPECIAL[b as usize]) else {
+        out.push_str(s);
+        return;
+    };
     let mut last = 0;
-    for (i, b) in s.bytes().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         let rep = match b {
             b'&' => "&amp;",
             b'<' => "&lt;",
@@ -61,7 +76,7 @@ fn format_g16(x: f64) -> String {
     }
 }
 
-fn encode_into(v: &Value, out: &mut String) {
+pub(crate) fn encode_into(v: &Value, out: &mut String) {
     out.push_str("<value>");
     match v {
         Value::Nil => {}
@@ -135,6 +150,15 @@ pub fn encode_response(r: &Response) -> String {
         }
     }
     out.push_str("</struct></value></param></params></methodResponse>");
+    out
+}
+
+/// A success envelope around a value already in XML-RPC form.
+pub fn encode_success_raw(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 200);
+    out.push_str("<methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>");
+    out.push_str(value);
+    out.push_str("</member></struct></value></param></params></methodResponse>");
     out
 }
 
