@@ -1,10 +1,13 @@
 //! An RFC 7047 OVSDB client over a unix or TCP socket: `transact` with a
-//! bounded wait, answers to the server's `echo`, and reconnection on the next
-//! call after the connection drops. Knows nothing of xnet.
+//! bounded wait, answers to the server's `echo`, a `monitor` kept as a local
+//! replica from update notifications, and reconnection (with the monitor
+//! re-established) on the next call after the connection drops. Knows nothing
+//! of xnet.
 
 pub mod framing;
 
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
@@ -27,13 +30,68 @@ pub enum OvsdbError {
     Address(String),
 }
 
-trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+trait Stream: Read + Write + Send {
+    fn set_nonblocking(&self, nb: bool) -> std::io::Result<()>;
+}
+impl Stream for UnixStream {
+    fn set_nonblocking(&self, nb: bool) -> std::io::Result<()> {
+        UnixStream::set_nonblocking(self, nb)
+    }
+}
+impl Stream for std::net::TcpStream {
+    fn set_nonblocking(&self, nb: bool) -> std::io::Result<()> {
+        std::net::TcpStream::set_nonblocking(self, nb)
+    }
+}
 
 struct Conn {
     stream: Box<dyn Stream>,
     splitter: framing::Splitter,
 }
+
+/// The monitored tables as the server last told us: table → row uuid → row
+/// (an object of the monitored columns).
+#[derive(Debug, Default, Clone)]
+pub struct Replica {
+    pub tables: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Bumped by every applied update and by every re-synchronization.
+    pub generation: u64,
+}
+
+impl Replica {
+    pub fn rows(&self, table: &str) -> impl Iterator<Item = (&String, &Value)> {
+        self.tables.get(table).into_iter().flatten()
+    }
+
+    /// Applies a `<table-updates>` object (monitor version 1).
+    fn apply(&mut self, updates: &Value) -> Result<(), OvsdbError> {
+        let bad = || OvsdbError::Protocol("malformed table-updates".into());
+        for (table, rows) in updates.as_object().ok_or_else(bad)? {
+            let t = self.tables.entry(table.clone()).or_default();
+            for (uuid, u) in rows.as_object().ok_or_else(bad)? {
+                match u.get("new") {
+                    Some(new) if new.is_object() => {
+                        t.insert(uuid.clone(), new.clone());
+                    }
+                    _ => {
+                        t.remove(uuid);
+                    }
+                }
+            }
+        }
+        self.generation += 1;
+        Ok(())
+    }
+}
+
+/// What to monitor: database and `<monitor-requests>`.
+#[derive(Clone)]
+struct MonitorSpec {
+    db: String,
+    requests: Value,
+}
+
+const MONITOR_ID: &str = "xnet-replica";
 
 /// A client; calls from several threads are serialized on one connection.
 pub struct Client {
@@ -41,6 +99,8 @@ pub struct Client {
     timeout: Duration,
     conn: Mutex<Option<Conn>>,
     next_id: std::sync::atomic::AtomicU64,
+    monitor: Mutex<Option<MonitorSpec>>,
+    replica: Mutex<Replica>,
 }
 
 impl Client {
@@ -53,6 +113,8 @@ impl Client {
             timeout: Duration::from_secs(10),
             conn: Mutex::new(None),
             next_id: 1.into(),
+            monitor: Mutex::new(None),
+            replica: Mutex::new(Replica::default()),
         })
     }
 
@@ -79,10 +141,38 @@ impl Client {
             s.set_nodelay(true)?;
             Box::new(s)
         };
-        Ok(Conn {
+        let mut c = Conn {
             stream,
             splitter: framing::Splitter::default(),
-        })
+        };
+        // A new connection starts the monitor afresh: its initial contents
+        // replace whatever the replica held (rows deleted meanwhile go).
+        let spec = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(m) = spec {
+            let id = self.next_id();
+            let initial = exchange(
+                &mut c,
+                id,
+                "monitor",
+                &json!([m.db, MONITOR_ID, m.requests]),
+                &self.replica,
+            )?;
+            let mut r = self.replica.lock().unwrap_or_else(|e| e.into_inner());
+            let generation = r.generation + 1;
+            *r = Replica::default();
+            r.apply(&initial)?;
+            r.generation = generation;
+        }
+        Ok(c)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One request/response exchange; a broken connection is dropped so the
@@ -92,14 +182,50 @@ impl Client {
         if guard.is_none() {
             *guard = Some(self.open()?);
         }
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let r = exchange(guard.as_mut().expect("conn"), id, method, &params);
+        let id = self.next_id();
+        let r = exchange(
+            guard.as_mut().expect("conn"),
+            id,
+            method,
+            &params,
+            &self.replica,
+        );
         if r.is_err() {
             *guard = None;
         }
         r
+    }
+
+    /// Keeps a replica of `requests` (`{table: {"columns": [...]}}`) in
+    /// `db`, fed by the server's update notifications from now on and
+    /// re-synchronized after every reconnect.
+    pub fn monitor(&self, db: &str, requests: Value) -> Result<(), OvsdbError> {
+        *self.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(MonitorSpec {
+            db: db.into(),
+            requests,
+        });
+        // Reconnect so the monitor starts on a fresh connection.
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.poll()
+    }
+
+    /// Reads the notifications that have arrived (without waiting) and
+    /// answers keepalives; reconnects if the connection is gone.
+    pub fn poll(&self) -> Result<(), OvsdbError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.open()?);
+        }
+        let r = drain(guard.as_mut().expect("conn"), &self.replica);
+        if r.is_err() {
+            *guard = None;
+        }
+        r
+    }
+
+    /// Reads the replica under its lock.
+    pub fn replica<T>(&self, f: impl FnOnce(&Replica) -> T) -> T {
+        f(&self.replica.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn echo(&self) -> Result<(), OvsdbError> {
@@ -141,22 +267,50 @@ impl Client {
     }
 }
 
-fn exchange(c: &mut Conn, id: u64, method: &str, params: &Value) -> Result<Value, OvsdbError> {
+/// Handles one message that is not the reply being waited for: answers
+/// the server's keepalive, applies monitor updates, ignores the rest.
+fn notification(c: &mut Conn, v: &Value, replica: &Mutex<Replica>) -> Result<(), OvsdbError> {
+    match v.get("method").and_then(|m| m.as_str()) {
+        Some("echo") => {
+            let reply = json!({"result": v.get("params").cloned().unwrap_or(json!([])), "error": null, "id": v.get("id").cloned().unwrap_or(Value::Null)});
+            c.stream.write_all(reply.to_string().as_bytes())?;
+        }
+        Some("update") => {
+            let p = v.get("params").and_then(|p| p.as_array());
+            if let Some([id, updates]) = p.map(|p| p.as_slice()) {
+                if id == MONITOR_ID {
+                    replica
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .apply(updates)?;
+                }
+            }
+        }
+        _ => {} // stale replies, other notifications
+    }
+    Ok(())
+}
+
+fn parse(text: &[u8]) -> Result<Value, OvsdbError> {
+    serde_json::from_slice(text).map_err(|e| OvsdbError::Protocol(e.to_string()))
+}
+
+fn exchange(
+    c: &mut Conn,
+    id: u64,
+    method: &str,
+    params: &Value,
+    replica: &Mutex<Replica>,
+) -> Result<Value, OvsdbError> {
     let msg = json!({"method": method, "params": params, "id": id});
     c.stream.write_all(msg.to_string().as_bytes())?;
-    let mut buf = [0u8; 65536];
+    let mut buf = vec![0u8; 1 << 16];
     loop {
         while let Some(text) = c.splitter.next_message() {
-            let v: Value =
-                serde_json::from_slice(&text).map_err(|e| OvsdbError::Protocol(e.to_string()))?;
-            // The server's keepalive: answer it, keep waiting for our reply.
-            if v.get("method").and_then(|m| m.as_str()) == Some("echo") {
-                let reply = json!({"result": v.get("params").cloned().unwrap_or(json!([])), "error": null, "id": v.get("id").cloned().unwrap_or(Value::Null)});
-                c.stream.write_all(reply.to_string().as_bytes())?;
+            let v = parse(&text)?;
+            if v.get("id").and_then(|x| x.as_u64()) != Some(id) || v.get("method").is_some() {
+                notification(c, &v, replica)?;
                 continue;
-            }
-            if v.get("id").and_then(|x| x.as_u64()) != Some(id) {
-                continue; // notifications or stale replies
             }
             if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
                 return Err(OvsdbError::Protocol(e.to_string()));
@@ -165,13 +319,43 @@ fn exchange(c: &mut Conn, id: u64, method: &str, params: &Value) -> Result<Value
         }
         let n = c.stream.read(&mut buf)?;
         if n == 0 {
-            return Err(OvsdbError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "OVSDB closed the connection",
-            )));
+            return Err(closed());
         }
         c.splitter.push(&buf[..n]).map_err(OvsdbError::Protocol)?;
     }
+}
+
+fn closed() -> OvsdbError {
+    OvsdbError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "OVSDB closed the connection",
+    ))
+}
+
+/// Processes whatever has arrived, without blocking.
+fn drain(c: &mut Conn, replica: &Mutex<Replica>) -> Result<(), OvsdbError> {
+    let mut buf = vec![0u8; 1 << 16];
+    c.stream.set_nonblocking(true)?;
+    let read = loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) => break Err(closed()),
+            Ok(n) => {
+                if let Err(e) = c.splitter.push(&buf[..n]) {
+                    break Err(OvsdbError::Protocol(e));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e.into()),
+        }
+    };
+    c.stream.set_nonblocking(false)?;
+    read?;
+    while let Some(text) = c.splitter.next_message() {
+        let v = parse(&text)?;
+        notification(c, &v, replica)?;
+    }
+    Ok(())
 }
 
 /// Helpers for OVSDB atoms and sets.

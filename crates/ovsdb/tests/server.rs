@@ -110,3 +110,98 @@ fn transact_select_error_and_reconnect() {
     let _ = c.echo();
     assert_eq!(c.select("Open_vSwitch", "Bridge").unwrap().len(), 1);
 }
+
+fn bridge_names(c: &Client) -> Vec<String> {
+    c.replica(|r| {
+        r.rows("Bridge")
+            .map(|(_, row)| row["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    })
+}
+
+fn add_bridge(c: &Client, name: &str) {
+    c.transact(
+        "Open_vSwitch",
+        vec![
+            json!({"op": "insert", "table": "Bridge", "row": {"name": name}, "uuid-name": "b"}),
+            json!({"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["bridges", "insert", atom::set(vec![atom::named("b")])]]}),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
+fn monitor_replica_follows_changes_and_restarts() {
+    let mut srv = Server::new("m");
+    let c = Client::connect(&srv.addr()).unwrap();
+    c.transact(
+        "Open_vSwitch",
+        vec![json!({"op": "insert", "table": "Open_vSwitch", "row": {}})],
+    )
+    .unwrap();
+    add_bridge(&c, "before");
+    c.monitor(
+        "Open_vSwitch",
+        json!({"Bridge": {"columns": ["name", "ports"]}, "Open_vSwitch": {"columns": ["bridges"]}}),
+    )
+    .unwrap();
+    // The initial contents arrive with the monitor.
+    assert_eq!(bridge_names(&c), vec!["before"]);
+    // Our own transaction is in the replica when transact returns: the
+    // server sends the update before the reply.
+    add_bridge(&c, "own");
+    let mut names = bridge_names(&c);
+    names.sort();
+    assert_eq!(names, vec!["before", "own"]);
+    // Another client's change arrives as a notification, read by poll.
+    let other = Client::connect(&srv.addr()).unwrap();
+    add_bridge(&other, "other");
+    let t = Instant::now();
+    while bridge_names(&c).len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(5), "no update");
+        std::thread::sleep(Duration::from_millis(10));
+        c.poll().unwrap();
+    }
+    // A deleted row leaves the replica (unreferenced bridges are
+    // garbage-collected by the server).
+    let u = c
+        .replica(|r| {
+            r.rows("Bridge")
+                .find(|(_, row)| row["name"] == "other")
+                .map(|(u, _)| u.clone())
+        })
+        .unwrap();
+    other
+        .transact(
+            "Open_vSwitch",
+            vec![json!({"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["bridges", "delete", atom::set(vec![atom::uuid(&u)])]]})],
+        )
+        .unwrap();
+    let t = Instant::now();
+    while bridge_names(&c).len() != 2 {
+        assert!(t.elapsed() < Duration::from_secs(5), "no delete update");
+        std::thread::sleep(Duration::from_millis(10));
+        c.poll().unwrap();
+    }
+    let g = c.replica(|r| r.generation);
+    // After a server restart the monitor is re-established with the
+    // database's contents, changes made while disconnected included.
+    srv.restart();
+    let t = Instant::now();
+    while c.poll().is_err() {
+        assert!(t.elapsed() < Duration::from_secs(5), "no reconnect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(c.replica(|r| r.generation) > g);
+    let _ = other.echo(); // its first call after the restart may fail
+    add_bridge(&other, "later");
+    let t = Instant::now();
+    while !bridge_names(&c).contains(&"later".to_string()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no update after restart"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        let _ = c.poll();
+    }
+}
