@@ -103,6 +103,14 @@ fn dhcp_devices(store: &Store<Record>, host: &str) -> std::collections::BTreeSet
     })
 }
 
+/// The outcome of a pass that reached the end.
+struct Pass {
+    /// PIF → error.
+    errors: BTreeMap<String, String>,
+    /// OVS internal devices vswitchd has not created yet.
+    missing: usize,
+}
+
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
 const REALIZE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -114,6 +122,7 @@ impl Agent {
         settings: Settings,
     ) -> Result<Arc<Agent>, AgentError> {
         let client = xnet_ovsdb::Client::new(&settings.ovsdb)?;
+        ovs::monitor(&client)?;
         let rt = xnet_rtnl::Rtnl::open()?;
         let agent = Arc::new(Agent {
             store,
@@ -147,12 +156,18 @@ impl Agent {
         while !self.stop.load(Ordering::SeqCst) {
             let generation = self.store.generation();
             let result = self.pass(&client, &mut rt, &mut netif, &mut dhcp);
+            if let Ok(Pass { missing: 1.., .. }) = result {
+                // vswitchd is still creating devices: callers wait for the
+                // pass that configures them.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             {
                 let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 st.realized = generation;
                 match result {
-                    Ok(errors) => {
-                        st.errors = errors;
+                    Ok(p) => {
+                        st.errors = p.errors;
                         st.failure = None;
                     }
                     Err(e) => st.failure = Some(e.to_string()),
@@ -170,7 +185,7 @@ impl Agent {
         rt: &mut xnet_rtnl::Rtnl,
         netif: &mut netif::NetIf,
         dhcp: &mut dhcp::Dhcp,
-    ) -> Result<BTreeMap<String, String>, AgentError> {
+    ) -> Result<Pass, AgentError> {
         let links = netif::dump(|| rt.links())?;
         self.report_inventory(&links);
         let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
@@ -180,12 +195,27 @@ impl Agent {
             .read(|v| compile::compile(&ViewT(v), &self.host, &names, &leases));
         let w = ovs::reconcile(client, &desired.bridges, &self.settings.datapath_type)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
-        // Bridge devices appear once vswitchd has processed the transaction.
-        let links = if w > 0 {
-            netif::wait_links(rt, &desired.up, Duration::from_secs(2))?
+        // Bridge devices appear once vswitchd has processed the transaction;
+        // a pass is complete only when all of them are there to configure.
+        let internal: Vec<String> = desired
+            .bridges
+            .values()
+            .flat_map(|b| b.ports.values())
+            .flat_map(|p| &p.interfaces)
+            .filter(|i| i.kind == "internal")
+            .map(|i| i.name.clone())
+            .collect();
+        let have: std::collections::HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        let links = if w > 0 || internal.iter().any(|n| !have.contains(n.as_str())) {
+            netif::wait_links(rt, &internal, Duration::from_secs(2))?
         } else {
             links
         };
+        let have: std::collections::HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        let missing = internal
+            .iter()
+            .filter(|n| !have.contains(n.as_str()))
+            .count();
         let w = netif.apply(rt, &links, &desired, &self.settings.resolv_conf)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
         let devs: std::collections::BTreeSet<String> = desired.dhcp.keys().cloned().collect();
@@ -195,7 +225,10 @@ impl Agent {
             }
         }
         self.report_leases(&desired.dhcp, &leases);
-        Ok(desired.errors)
+        Ok(Pass {
+            errors: desired.errors,
+            missing,
+        })
     }
 
     /// Stores the NICs as PIF inventory and metrics when something changed.

@@ -3,7 +3,7 @@
 //! written.
 
 use crate::compile::{Desired, RouteSpec};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,7 +35,8 @@ pub fn wait_links(rt: &mut Rtnl, names: &[String], max: Duration) -> Result<Vec<
     let deadline = Instant::now() + max;
     loop {
         let links = dump(|| rt.links())?;
-        let all = names.iter().all(|n| links.iter().any(|l| &l.name == n));
+        let have: std::collections::HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        let all = names.iter().all(|n| have.contains(n.as_str()));
         if all || Instant::now() >= deadline {
             return Ok(links);
         }
@@ -52,9 +53,10 @@ impl NetIf {
         resolv: &Path,
     ) -> Result<u64, RtnlError> {
         let mut writes = 0;
-        let index = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
+        let by_name: HashMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let index = |n: &str| by_name.get(n).map(|l| l.index);
         for name in &d.up {
-            if let Some(l) = links.iter().find(|l| &l.name == name) {
+            if let Some(l) = by_name.get(name.as_str()) {
                 if !l.admin_up {
                     rt.set_up(l.index, true)?;
                     writes += 1;
@@ -62,11 +64,16 @@ impl NetIf {
             }
         }
         let addrs = dump(|| rt.addrs(None))?;
+        let mut by_index: HashMap<u32, Vec<&xnet_rtnl::Addr>> = HashMap::new();
+        for a in &addrs {
+            by_index.entry(a.ifindex).or_default().push(a);
+        }
         for (dev, want) in &d.addrs {
             let Some(ix) = index(dev) else { continue };
-            let have: Vec<(IpAddr, u8)> = addrs
-                .iter()
-                .filter(|a| a.ifindex == ix)
+            let have: Vec<(IpAddr, u8)> = by_index
+                .get(&ix)
+                .into_iter()
+                .flatten()
                 .filter(
                     |a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80),
                 )

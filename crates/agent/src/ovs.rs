@@ -17,33 +17,38 @@ struct Actual {
     ifaces: BTreeMap<String, Value>,
 }
 
-fn uuid_of_row(r: &Value) -> String {
-    atom::uuid_of(&r["_uuid"]).unwrap_or_default()
+/// The columns the agent compares and writes, monitored into the client's
+/// replica so a pass reads memory instead of the whole database.
+pub fn monitor(c: &Client) -> Result<(), OvsdbError> {
+    c.monitor(
+        DB,
+        json!({
+            "Open_vSwitch": {"columns": ["bridges", "cur_cfg", "next_cfg"]},
+            "Bridge": {"columns": ["name", "ports", "other_config", "external_ids", "datapath_type"]},
+            "Port": {"columns": ["name", "interfaces", "tag", "fake_bridge", "bond_mode", "lacp",
+                                 "bond_updelay", "bond_downdelay", "mac", "other_config", "external_ids"]},
+            "Interface": {"columns": ["name", "type", "mtu_request", "other_config"]},
+        }),
+    )
 }
 
 fn read(c: &Client) -> Result<Actual, OvsdbError> {
-    let ops = ["Open_vSwitch", "Bridge", "Port", "Interface"]
-        .iter()
-        .map(|t| json!({"op": "select", "table": t, "where": []}))
-        .collect();
-    let r = c.transact(DB, ops)?;
-    let rows = |i: usize| {
-        r.get(i)
-            .and_then(|x| x["rows"].as_array())
-            .cloned()
-            .unwrap_or_default()
-    };
-    let by_uuid = |v: Vec<Value>| {
-        v.into_iter()
-            .map(|r| (uuid_of_row(&r), r))
-            .collect::<BTreeMap<_, _>>()
-    };
-    Ok(Actual {
-        root: rows(0).first().map(uuid_of_row),
-        bridges: by_uuid(rows(1)),
-        ports: by_uuid(rows(2)),
-        ifaces: by_uuid(rows(3)),
-    })
+    // Notifications that arrived since the last pass (drift by hand, …);
+    // reconnects and re-synchronizes when the server went away.
+    c.poll()?;
+    Ok(c.replica(|r| {
+        let rows = |t: &str| {
+            r.rows(t)
+                .map(|(u, row)| (u.clone(), row.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        Actual {
+            root: r.rows("Open_vSwitch").next().map(|(u, _)| u.clone()),
+            bridges: rows("Bridge"),
+            ports: rows("Port"),
+            ifaces: rows("Interface"),
+        }
+    }))
 }
 
 fn smap(v: &Value) -> BTreeMap<String, String> {

@@ -335,7 +335,7 @@ fn api_bench() -> Result<()> {
     report(
         "VLAN.create (records + checks)",
         vlans,
-        "realization on OVS: xnet-bench realize (not yet)",
+        "records only; realization: xnet-bench realize",
     );
     // The xe process: start, connect, login, call, logout, print.
     let xe = std::env::current_exe()?.with_file_name("xe");
