@@ -92,13 +92,17 @@ class Host:
         sh("ovsdb-tool", "create", db, "/usr/share/openvswitch/vswitch.ovsschema")
         env = dict(os.environ, OVS_RUNDIR=self.ovs, OVS_DBDIR=self.ovs, OVS_LOGDIR=self.ovs)
         sock = "unix:" + os.path.join(self.ovs, "db.sock")
-        self.spawn(["ovsdb-server", db, "--remote=p" + sock, "--unixctl=" + os.path.join(self.ovs, "db.ctl"),
-                    "--no-chdir", "--log-file=" + os.path.join(self.ovs, "ovsdb.log")], env)
-        wait_for(lambda: os.path.exists(os.path.join(self.ovs, "db.sock")), what="ovsdb-server")
+        self.ovs_env = env
+        self.ovs_argv = {
+            "ovsdb-server": ["ovsdb-server", db, "--remote=p" + sock, "--unixctl=" + os.path.join(self.ovs, "db.ctl"),
+                             "--no-chdir", "--log-file=" + os.path.join(self.ovs, "ovsdb.log")],
+            "ovs-vswitchd": ["ovs-vswitchd", sock, "--unixctl=" + os.path.join(self.ovs, "vswitchd.ctl"),
+                             "--no-chdir", "--log-file=" + os.path.join(self.ovs, "vswitchd.log")],
+        }
+        self.ovs_procs = {}
+        self.start_ovs("ovsdb-server")
         sh("ovs-vsctl", "--db=" + sock, "--no-wait", "init")
-        self.spawn(["ovs-vswitchd", sock, "--unixctl=" + os.path.join(self.ovs, "vswitchd.ctl"),
-                    "--no-chdir", "--log-file=" + os.path.join(self.ovs, "vswitchd.log")], env)
-        wait_for(lambda: os.path.exists(os.path.join(self.ovs, "vswitchd.ctl")), what="ovs-vswitchd")
+        self.start_ovs("ovs-vswitchd")
         pwf = os.path.join(self.dir, "pw")
         with open(pwf, "w") as f:
             f.write(PASSWORD + "\n")
@@ -108,6 +112,26 @@ class Host:
         sh(os.path.join(BIN, "xnetd"), "user-add", "viewer", "--role", "read-only",
            "--password-file", vwf, "--state-dir", self.state)
         self.start()
+
+    def start_ovs(self, which):
+        ctl = {"ovsdb-server": "db.sock", "ovs-vswitchd": "vswitchd.ctl"}[which]
+        self.ovs_procs[which] = self.spawn(self.ovs_argv[which], self.ovs_env)
+        wait_for(lambda: os.path.exists(os.path.join(self.ovs, ctl)), what=which)
+
+    def kill_ovs(self, which):
+        """kill -9, as a crash would; the socket file stays behind."""
+        p = self.ovs_procs.pop(which)
+        p.kill()
+        p.wait(timeout=10)
+        self.procs.remove(p)
+        ctl = {"ovsdb-server": "db.sock", "ovs-vswitchd": "vswitchd.ctl"}[which]
+        try:
+            os.unlink(os.path.join(self.ovs, ctl))
+        except FileNotFoundError:
+            pass
+
+    def appctl(self, *args):
+        return self.ns("ovs-appctl", "-t", os.path.join(self.ovs, "vswitchd.ctl"), *args).stdout
 
     def spawn(self, argv, env=None):
         p = subprocess.Popen(["ip", "netns", "exec", self.name] + argv, env=env,

@@ -231,8 +231,13 @@ pub fn reconcile(
                         }
                     }
                     if ifaces_changed || !port_same(p, pr) {
+                        // A port's name is immutable in OVSDB.
+                        let mut row = port_row(p, atom::set(iface_refs));
+                        if let Some(m) = row.as_object_mut() {
+                            m.remove("name");
+                        }
                         ops.push(json!({"op": "update", "table": "Port", "where": [["_uuid", "==", atom::uuid(pu)]],
-                            "row": port_row(p, atom::set(iface_refs))}));
+                            "row": row}));
                     }
                     port_refs.push(atom::uuid(pu));
                 }
