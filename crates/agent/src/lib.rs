@@ -55,6 +55,28 @@ pub struct Agent {
     done: Condvar,
     writes: AtomicU64,
     stop: AtomicBool,
+    wake: Wake,
+}
+
+/// Starts the next pass early: set by store commits and by link events.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+impl Wake {
+    fn kick(&self) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+    fn wait(&self, timeout: Duration) {
+        let g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |p| !*p)
+            .unwrap_or_else(|e| e.into_inner());
+        *g = false;
+    }
 }
 
 struct ViewT<'a>(&'a View<Record>);
@@ -132,13 +154,53 @@ impl Agent {
             done: Condvar::new(),
             writes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            wake: Wake::default(),
         });
+        // Opened here, in the caller's network namespace.
+        let links = xnet_rtnl::Monitor::open()?;
         let a = Arc::clone(&agent);
         std::thread::Builder::new()
             .name("xnet-agent".into())
             .spawn(move || a.run(client, rt))
             .expect("agent thread");
+        let a = Arc::clone(&agent);
+        std::thread::Builder::new()
+            .name("xnet-agent-store".into())
+            .spawn(move || a.watch_store())
+            .expect("agent thread");
+        let a = Arc::clone(&agent);
+        std::thread::Builder::new()
+            .name("xnet-agent-links".into())
+            .spawn(move || a.watch_links(links))
+            .expect("agent thread");
         Ok(agent)
+    }
+
+    fn watch_store(&self) {
+        let mut seen = self.store.generation();
+        while !self.stop.load(Ordering::SeqCst) {
+            let g = self.store.wait_newer(seen, PASS_INTERVAL);
+            if g > seen {
+                seen = g;
+                self.wake.kick();
+            }
+        }
+    }
+
+    /// Link, address and route events: a NIC or a guest's backend device
+    /// appearing, carrier changes, something removed by hand.
+    fn watch_links(&self, mut m: xnet_rtnl::Monitor) {
+        while !self.stop.load(Ordering::SeqCst) {
+            match m.recv(Some(PASS_INTERVAL)) {
+                Ok(evs) if evs.is_empty() => {}
+                Ok(_) => self.wake.kick(),
+                // Lost events (a full socket buffer): a pass reads everything.
+                Err(_) => {
+                    self.wake.kick();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
     }
 
     /// OVSDB transactions and netlink changes written so far.
@@ -174,7 +236,7 @@ impl Agent {
                 }
             }
             self.done.notify_all();
-            self.store.wait_newer(generation, PASS_INTERVAL);
+            self.wake.wait(PASS_INTERVAL);
         }
     }
 
