@@ -83,3 +83,21 @@ def test_drift_is_repaired(host, session):
     x = session.xenapi
     host.vsctl("del-port", "xenbr0", "eth0")
     wait_for(lambda: "eth0" in host.vsctl("list-ports", "xenbr0").split(), timeout=5, what="port restored")
+
+
+def test_ethtool_keys(host, session):
+    """PIF other_config:ethtool-<offload> is applied to the NIC, and follows changes."""
+    x = session.xenapi
+    eth1 = pif_by_device(x, "eth1")
+    x.PIF.plug(eth1)
+
+    def gro():
+        out = host.ns("ethtool", "-k", "eth1").stdout
+        return [l.split(":")[1].split()[0] for l in out.splitlines() if l.startswith("generic-receive-offload:")][0]
+
+    x.PIF.add_to_other_config(eth1, "ethtool-gro", "off")
+    wait_for(lambda: gro() == "off", what="gro off")
+    x.PIF.remove_from_other_config(eth1, "ethtool-gro")
+    x.PIF.add_to_other_config(eth1, "ethtool-gro", "on")
+    wait_for(lambda: gro() == "on", what="gro on")
+    x.PIF.remove_from_other_config(eth1, "ethtool-gro")

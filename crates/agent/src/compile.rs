@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use xnet_model::db::{self, b, i, m, mget, s};
 use xnet_model::helpers::{self as h, PifKind};
 use xnet_model::{Read, Reader, Record, Tables};
+pub use xnet_rtnl::ethtool::Offload;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Iface {
@@ -65,6 +66,36 @@ pub struct Desired {
     pub errors: BTreeMap<String, String>,
     /// Bridge devices that run a DHCP client, with their PIF.
     pub dhcp: BTreeMap<String, String>,
+    /// NIC offloads from PIF `other_config:ethtool-<offload>=on|off`.
+    pub ethtool: BTreeMap<String, Vec<(Offload, bool)>>,
+}
+
+/// The offload settings of a PIF's `ethtool-*` keys, as xcp-networkd reads
+/// them (`on`/`true`, `off`/`false`); other keys and values are ignored.
+pub fn ethtool_settings(pif: &Record) -> Vec<(Offload, bool)> {
+    let mut out = vec![];
+    for (k, v) in m(pif, "other_config") {
+        let Some(name) = k.strip_prefix("ethtool-") else {
+            continue;
+        };
+        let feature = match name {
+            "tx" => Offload::Tx,
+            "rx" => Offload::Rx,
+            "sg" => Offload::Sg,
+            "tso" => Offload::Tso,
+            "gso" => Offload::Gso,
+            "gro" => Offload::Gro,
+            "lro" => Offload::Lro,
+            "ufo" => Offload::Ufo,
+            _ => continue,
+        };
+        match v.as_str().unwrap_or("") {
+            "on" | "true" => out.push((feature, true)),
+            "off" | "false" => out.push((feature, false)),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn map_of(rec: &Record, f: &str) -> BTreeMap<String, String> {
@@ -245,6 +276,7 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
         PifKind::Physical => {
             let dev = s(pif, "device").to_string();
             br.ports.insert(dev.clone(), plain_port(&dev, mtu));
+            out.ethtool.insert(dev.clone(), ethtool_settings(pif));
             out.up.push(dev);
         }
         PifKind::BondMaster => {
@@ -259,8 +291,11 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
                 .filter_map(|x| t.get("PIF", x).cloned())
                 .collect();
             slaves.sort_by_key(|r| xnet_model::pif::device_order_key(s(r, "device")));
+            // The bond master's ethtool keys apply to every member.
             for sl in &slaves {
                 out.up.push(s(sl, "device").to_string());
+                out.ethtool
+                    .insert(s(sl, "device").to_string(), ethtool_settings(pif));
             }
             let port = if slaves.len() == 1 {
                 // "Sometimes a Bond is not actually a bond": one member is a plain port.

@@ -29,6 +29,14 @@ pub struct Settings {
     pub run_dir: PathBuf,
 }
 
+/// What holds the bridges: Open vSwitch today; the Linux bridge backend fits
+/// here. Makes the switch hold exactly the desired bridges (xnet's only) and
+/// returns the number of writes it needed.
+pub trait Backend: Send {
+    fn reconcile(&mut self, bridges: &BTreeMap<String, compile::Bridge>)
+        -> Result<u64, AgentError>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("OVSDB: {0}")]
@@ -143,8 +151,8 @@ impl Agent {
         host: String,
         settings: Settings,
     ) -> Result<Arc<Agent>, AgentError> {
-        let client = xnet_ovsdb::Client::new(&settings.ovsdb)?;
-        ovs::monitor(&client)?;
+        let switch: Box<dyn Backend> =
+            Box::new(ovs::Ovs::new(&settings.ovsdb, &settings.datapath_type)?);
         let rt = xnet_rtnl::Rtnl::open()?;
         let agent = Arc::new(Agent {
             store,
@@ -161,7 +169,7 @@ impl Agent {
         let a = Arc::clone(&agent);
         std::thread::Builder::new()
             .name("xnet-agent".into())
-            .spawn(move || a.run(client, rt))
+            .spawn(move || a.run(switch, rt))
             .expect("agent thread");
         let a = Arc::clone(&agent);
         std::thread::Builder::new()
@@ -212,12 +220,12 @@ impl Agent {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    fn run(self: Arc<Self>, client: xnet_ovsdb::Client, mut rt: xnet_rtnl::Rtnl) {
+    fn run(self: Arc<Self>, mut switch: Box<dyn Backend>, mut rt: xnet_rtnl::Rtnl) {
         let mut netif = netif::NetIf::default();
         let mut dhcp = dhcp::Dhcp::new(&self.settings.run_dir);
         while !self.stop.load(Ordering::SeqCst) {
             let generation = self.store.generation();
-            let result = self.pass(&client, &mut rt, &mut netif, &mut dhcp);
+            let result = self.pass(switch.as_mut(), &mut rt, &mut netif, &mut dhcp);
             if let Ok(Pass { missing: 1.., .. }) = result {
                 // vswitchd is still creating devices: callers wait for the
                 // pass that configures them.
@@ -243,7 +251,7 @@ impl Agent {
     /// One reconcile pass: inventory, compile, OVS, kernel.
     fn pass(
         &self,
-        client: &xnet_ovsdb::Client,
+        switch: &mut dyn Backend,
         rt: &mut xnet_rtnl::Rtnl,
         netif: &mut netif::NetIf,
         dhcp: &mut dhcp::Dhcp,
@@ -255,7 +263,7 @@ impl Agent {
         let mut desired = self
             .store
             .read(|v| compile::compile(&ViewT(v), &self.host, &names, &leases));
-        let w = ovs::reconcile(client, &desired.bridges, &self.settings.datapath_type)?;
+        let w = switch.reconcile(&desired.bridges)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
         // Bridge devices appear once vswitchd has processed the transaction;
         // a pass is complete only when all of them are there to configure.

@@ -15,6 +15,8 @@ const RTPROT_STATIC: u8 = 4;
 #[derive(Default)]
 pub struct NetIf {
     routes: BTreeSet<(IpAddr, u8, IpAddr, String)>,
+    /// `dev/offload/state` settings the driver refused.
+    ethtool_refused: BTreeSet<String>,
 }
 
 /// Runs a netlink dump again when the kernel reports it was interrupted by
@@ -89,6 +91,26 @@ impl NetIf {
                 if !want.contains(h) {
                     rt.del_addr(ix, h.0, h.1)?;
                     writes += 1;
+                }
+            }
+        }
+        for (dev, settings) in &d.ethtool {
+            for &(feature, on) in settings {
+                // A NIC without the feature (or gone) is left as it is.
+                // One the driver will not change is tried once, not every pass.
+                let key = format!("{dev}/{feature:?}/{on}");
+                if self.ethtool_refused.contains(&key) {
+                    continue;
+                }
+                if let Ok(Some(cur)) = xnet_rtnl::ethtool::get_offload(dev, feature) {
+                    if cur != on {
+                        let _ = xnet_rtnl::ethtool::set_offload(dev, feature, on);
+                        writes += 1;
+                        if xnet_rtnl::ethtool::get_offload(dev, feature).ok().flatten() != Some(on)
+                        {
+                            self.ethtool_refused.insert(key);
+                        }
+                    }
                 }
             }
         }

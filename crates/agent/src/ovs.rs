@@ -17,6 +17,29 @@ struct Actual {
     ifaces: BTreeMap<String, Value>,
 }
 
+/// The Open vSwitch backend over one OVSDB connection.
+pub struct Ovs {
+    client: Client,
+    datapath: String,
+}
+
+impl Ovs {
+    pub fn new(addr: &str, datapath: &str) -> Result<Ovs, OvsdbError> {
+        let client = Client::new(addr)?;
+        monitor(&client)?;
+        Ok(Ovs {
+            client,
+            datapath: datapath.to_string(),
+        })
+    }
+}
+
+impl crate::Backend for Ovs {
+    fn reconcile(&mut self, bridges: &BTreeMap<String, Bridge>) -> Result<u64, crate::AgentError> {
+        Ok(reconcile(&self.client, bridges, &self.datapath)?)
+    }
+}
+
 /// The columns the agent compares and writes, monitored into the client's
 /// replica so a pass reads memory instead of the whole database.
 pub fn monitor(c: &Client) -> Result<(), OvsdbError> {
