@@ -64,6 +64,24 @@ impl OvsHost {
         wait(|| dir.join("vs.ctl").exists())?;
         Ok(h)
     }
+    /// A baseline host: one NIC on `xenbr0`, the bridge VLANs hang off.
+    fn with_parent(tag: &str) -> Result<OvsHost> {
+        let h = OvsHost::new(tag, 1)?;
+        h.vsctl(&[
+            "add-br",
+            "xenbr0",
+            "--",
+            "set",
+            "bridge",
+            "xenbr0",
+            "datapath_type=netdev",
+            "--",
+            "add-port",
+            "xenbr0",
+            "eth0",
+        ])?;
+        Ok(h)
+    }
     fn spawn(&mut self, argv: &[&str]) -> Result<()> {
         let c = Command::new("ip")
             .args(["netns", "exec", &self.ns])
@@ -129,20 +147,7 @@ impl xnet_api::Realizer for AgentRealizer {
 pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
     println!("xnet-bench realize: {n} VLAN networks on one host (userspace datapath), API call -> realized in OVS");
     // Baseline: one ovs-vsctl per VLAN, as xcp-networkd does, in a fresh host.
-    let base = OvsHost::new("b", 1)?;
-    base.vsctl(&[
-        "add-br",
-        "xenbr0",
-        "--",
-        "set",
-        "bridge",
-        "xenbr0",
-        "datapath_type=netdev",
-        "--",
-        "add-port",
-        "xenbr0",
-        "eth0",
-    ])?;
+    let base = OvsHost::with_parent("b")?;
     let t = Instant::now();
     for tag in 1..=baseline_n {
         let br = format!("xapi{tag}");
@@ -152,20 +157,7 @@ pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
     drop(base);
     // The floor: all n fake bridges in one ovs-vsctl transaction, waiting
     // for ovs-vswitchd once: what vswitchd itself needs for them.
-    let floor = OvsHost::new("f", 1)?;
-    floor.vsctl(&[
-        "add-br",
-        "xenbr0",
-        "--",
-        "set",
-        "bridge",
-        "xenbr0",
-        "datapath_type=netdev",
-        "--",
-        "add-port",
-        "xenbr0",
-        "eth0",
-    ])?;
+    let floor = OvsHost::with_parent("f")?;
     let mut args: Vec<String> = vec![];
     for tag in 1..=n {
         args.extend([
