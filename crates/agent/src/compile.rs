@@ -658,4 +658,38 @@ mod tests {
         assert_eq!(static_routes("10.9.0.0/24/10.1.0.254,bad", "x"), vec![]);
         assert_eq!(static_routes("10.9.0.0/24/10.1.0.254", "x").len(), 1);
     }
+
+    #[test]
+    fn bond_links_up_follows_member_carrier() {
+        let (mut t, h) = host();
+        let (eth2, eth3) = (pif(&t, "eth2"), pif(&t, "eth3"));
+        let mut d = Db::new(&mut t);
+        let bn = xnet_model::network::create(
+            &mut d,
+            [("name_label".to_string(), db::vs("b"))]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap();
+        let bond =
+            xnet_model::bond::create(&mut d, &bn, &[eth2, eth3], "", "active-backup", &[]).unwrap();
+        let nics = |down: &str| -> Vec<Nic> {
+            (0..4)
+                .map(|n| Nic {
+                    device: format!("eth{n}"),
+                    mac: format!("52:54:00:00:30:0{n}"),
+                    position: n,
+                    carrier: format!("eth{n}") != down,
+                    speed_mbps: 0,
+                    duplex_full: false,
+                    driver: String::new(),
+                })
+                .collect()
+        };
+        xnet_model::host::set_inventory(&mut d, &h, &nics("eth3")).unwrap();
+        assert_eq!(i(&t.tables["Bond"][&bond], "links_up"), 1);
+        let mut d = Db::new(&mut t);
+        xnet_model::host::set_inventory(&mut d, &h, &nics("")).unwrap();
+        assert_eq!(i(&t.tables["Bond"][&bond], "links_up"), 2);
+    }
 }

@@ -129,5 +129,27 @@ pub fn set_inventory(d: &mut Db, host: &str, nics: &[Nic]) -> ApiResult<()> {
             }
         }
     }
+    // Bond.links_up: members whose NIC has carrier (bonds detect by carrier).
+    let carrier: std::collections::BTreeMap<&str, bool> = nics
+        .iter()
+        .map(|n| (n.device.as_str(), n.carrier))
+        .collect();
+    for bond in d.find("Bond", &|_| true) {
+        let master = s(d.rec("Bond", &bond)?, "master").to_string();
+        let here = d.tables().get("PIF", &master).map(|r| s(r, "host")) == Some(host);
+        if here {
+            let up = d
+                .children("PIF", "bond_slave_of", &bond)
+                .iter()
+                .filter_map(|p| d.tables().get("PIF", p))
+                .filter(|r| carrier.get(s(r, "device")) == Some(&true))
+                .count() as i64;
+            if db::i(d.rec("Bond", &bond)?, "links_up") != up {
+                d.update("Bond", &bond, |r| {
+                    r.insert("links_up".into(), Value::Int(up));
+                })?;
+            }
+        }
+    }
     Ok(())
 }
