@@ -397,8 +397,14 @@ pub fn compile(
         {
             continue;
         }
-        let dev = format!("vif{}.{}", i(vm, "domid"), s(vif, "device"));
-        if !existing_links.contains(&dev) {
+        // PV backends are vif<domid>.<devid>; emulated NICs tap<domid>.<devid>
+        // (an HVM guest has both until its PV driver takes over).
+        let devs: Vec<String> = ["vif", "tap"]
+            .iter()
+            .map(|k| format!("{k}{}.{}", i(vm, "domid"), s(vif, "device")))
+            .filter(|d| existing_links.contains(d))
+            .collect();
+        if devs.is_empty() {
             continue;
         }
         let nr = net(s(vif, "network"));
@@ -431,15 +437,17 @@ pub fn compile(
             .and_then(|x| x.parse().ok())
             .unwrap_or_else(|| i(&nr, "MTU"));
         if let Some(br) = out.bridges.get_mut(&target) {
-            br.ports.insert(
-                dev.clone(),
-                Port {
-                    tag,
-                    external_ids: ext,
-                    ..plain_port(&dev, vmtu)
-                },
-            );
-            out.up.push(dev);
+            for dev in devs {
+                br.ports.insert(
+                    dev.clone(),
+                    Port {
+                        tag,
+                        external_ids: ext.clone(),
+                        ..plain_port(&dev, vmtu)
+                    },
+                );
+                out.up.push(dev);
+            }
         }
         let _ = vref;
     }
@@ -691,5 +699,37 @@ mod tests {
         let mut d = Db::new(&mut t);
         xnet_model::host::set_inventory(&mut d, &h, &nics("")).unwrap();
         assert_eq!(i(&t.tables["Bond"][&bond], "links_up"), 2);
+    }
+
+    #[test]
+    fn pv_and_emulated_backends_both_attach() {
+        let (mut t, h) = host();
+        let net = s(&t.tables["PIF"][&pif(&t, "eth0")], "network").to_string();
+        let mut d = Db::new(&mut t);
+        let vm = d.create(&xnet_model::schema::VM, vec![("name_label", db::vs("g"))]);
+        xnet_model::vm::set_domain(&mut d, &vm, Some(&h), 5).unwrap();
+        let vif = d.create(
+            &xnet_model::schema::VIF,
+            vec![
+                ("VM", db::vs(vm.as_str())),
+                ("network", db::vs(net.as_str())),
+                ("device", db::vs("0")),
+                ("MAC", db::vs("02:00:00:00:00:05")),
+                ("currently_attached", xapi_wire::Value::Bool(true)),
+            ],
+        );
+        let _ = vif;
+        let links = ["vif5.0".to_string(), "tap5.0".to_string()];
+        let out = compile(&t, &h, &links, &BTreeMap::new());
+        let br = &out.bridges["xenbr0"];
+        for dev in ["vif5.0", "tap5.0"] {
+            assert_eq!(
+                br.ports[dev].external_ids["attached-mac"],
+                "02:00:00:00:00:05"
+            );
+        }
+        let out = compile(&t, &h, &links[1..], &BTreeMap::new());
+        assert!(!out.bridges["xenbr0"].ports.contains_key("vif5.0"));
+        assert!(out.bridges["xenbr0"].ports.contains_key("tap5.0"));
     }
 }
