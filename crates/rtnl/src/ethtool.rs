@@ -11,6 +11,13 @@ const ETHTOOL_GSSET_INFO: u32 = 0x37;
 const ETHTOOL_GFEATURES: u32 = 0x3a;
 const ETHTOOL_SFEATURES: u32 = 0x3b;
 const ETHTOOL_GLINKSETTINGS: u32 = 0x4c;
+const ETHTOOL_SLINKSETTINGS: u32 = 0x4d;
+// struct ethtool_link_settings: cmd, speed u32, then u8 fields; the masks
+// (supported, advertising, lp_advertising) follow the 48-byte header.
+const LS_DUPLEX: usize = 8;
+const LS_AUTONEG: usize = 11;
+const LS_NWORDS: usize = 15;
+const LS_LEN: usize = 48;
 const ETH_SS_FEATURES: u32 = 4;
 const ETH_GSTRING_LEN: usize = 32;
 /// SFEATURES result bit: the driver could not apply every requested change.
@@ -39,6 +46,8 @@ pub enum EthtoolError {
         feature: Offload,
         on: bool,
     },
+    #[error("{ifname}: the driver cannot change speed, duplex or autonegotiation")]
+    LinkUnsupported { ifname: String },
     #[error("malformed ethtool answer: {0}")]
     Parse(String),
 }
@@ -54,6 +63,16 @@ pub struct LinkSettings {
     /// None when the driver does not know (SPEED_UNKNOWN, 0). veth reports 10000.
     pub speed_mbps: Option<u32>,
     pub duplex: Option<Duplex>,
+}
+
+/// What `ethtool -s` sets (`None` = leave as it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkRequest {
+    pub speed_mbps: Option<u32>,
+    pub duplex: Option<Duplex>,
+    pub autoneg: Option<bool>,
+    /// The advertised link modes, low 64 bits (ethtool's `advertise 0x…`).
+    pub advertise: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,29 +198,78 @@ fn settings(speed: u32, duplex: u8) -> LinkSettings {
     }
 }
 
+/// The whole struct ethtool_link_settings with its masks, or `None` if the
+/// driver does not answer ETHTOOL_GLINKSETTINGS (or not its handshake).
+fn get_ksettings(ctl: &Ctl) -> Result<Option<Vec<u8>>, EthtoolError> {
+    // The first call (nwords = 0) is the handshake: the kernel answers -nwords.
+    let mut b = vec![0u8; LS_LEN];
+    b[0..4].copy_from_slice(&ETHTOOL_GLINKSETTINGS.to_ne_bytes());
+    match ctl.ioctl(&mut b) {
+        Ok(_) => {
+            let nwords = -(b[LS_NWORDS] as i8);
+            if nwords <= 0 {
+                return Ok(None);
+            }
+            let mut b2 = vec![0u8; LS_LEN + 3 * 4 * nwords as usize];
+            b2[0..4].copy_from_slice(&ETHTOOL_GLINKSETTINGS.to_ne_bytes());
+            b2[LS_NWORDS] = nwords as u8;
+            ctl.ioctl(&mut b2)
+                .map_err(|e| ctl.err("ETHTOOL_GLINKSETTINGS", e))?;
+            Ok(Some(b2))
+        }
+        Err(e) if not_supported(e) => Ok(None),
+        Err(e) => Err(ctl.err("ETHTOOL_GLINKSETTINGS", e)),
+    }
+}
+
+/// Applies what `req` asks where it differs from the device; returns whether
+/// anything was written. A driver without the setting gives `LinkUnsupported`.
+pub fn set_link(ifname: &str, req: &LinkRequest) -> Result<bool, EthtoolError> {
+    let ctl = Ctl::open(ifname)?;
+    let unsupported = || EthtoolError::LinkUnsupported {
+        ifname: ifname.into(),
+    };
+    let mut b = get_ksettings(&ctl)?.ok_or_else(unsupported)?;
+    let before = b.clone();
+    if let Some(sp) = req.speed_mbps {
+        b[4..8].copy_from_slice(&sp.to_ne_bytes());
+    }
+    if let Some(d) = req.duplex {
+        b[LS_DUPLEX] = match d {
+            Duplex::Half => DUPLEX_HALF,
+            Duplex::Full => DUPLEX_FULL,
+        };
+    }
+    if let Some(a) = req.autoneg {
+        b[LS_AUTONEG] = a as u8;
+    }
+    if let Some(adv) = req.advertise {
+        let nwords = b[LS_NWORDS] as usize;
+        let off = LS_LEN + 4 * nwords;
+        b[off..off + 4].copy_from_slice(&(adv as u32).to_ne_bytes());
+        if nwords > 1 {
+            b[off + 4..off + 8].copy_from_slice(&((adv >> 32) as u32).to_ne_bytes());
+        }
+    }
+    if b == before {
+        return Ok(false);
+    }
+    b[0..4].copy_from_slice(&ETHTOOL_SLINKSETTINGS.to_ne_bytes());
+    match ctl.ioctl(&mut b) {
+        Ok(_) => Ok(true),
+        Err(e) if not_supported(e) => Err(unsupported()),
+        Err(e) => Err(ctl.err("ETHTOOL_SLINKSETTINGS", e)),
+    }
+}
+
 /// Speed and duplex; `None` if the driver answers neither ETHTOOL_GLINKSETTINGS nor
 /// ETHTOOL_GSET.
 pub fn link_settings(ifname: &str) -> Result<Option<LinkSettings>, EthtoolError> {
     let ctl = Ctl::open(ifname)?;
     // struct ethtool_link_settings is 48 bytes, then 3 masks of nwords u32 each. The
     // first call (nwords = 0) is the handshake: the kernel answers -nwords.
-    let mut b = vec![0u8; 48];
-    b[0..4].copy_from_slice(&ETHTOOL_GLINKSETTINGS.to_ne_bytes());
-    match ctl.ioctl(&mut b) {
-        Ok(_) => {
-            let nwords = -(b[11] as i8);
-            if nwords > 0 {
-                let mut b2 = vec![0u8; 48 + 3 * 4 * nwords as usize];
-                b2[0..4].copy_from_slice(&ETHTOOL_GLINKSETTINGS.to_ne_bytes());
-                b2[11] = nwords as u8;
-                ctl.ioctl(&mut b2)
-                    .map_err(|e| ctl.err("ETHTOOL_GLINKSETTINGS", e))?;
-                return Ok(Some(settings(u32_at(&b2, 4), b2[8])));
-            }
-            // Handshake not honoured: fall back to the legacy call.
-        }
-        Err(e) if not_supported(e) => {}
-        Err(e) => return Err(ctl.err("ETHTOOL_GLINKSETTINGS", e)),
+    if let Some(b) = get_ksettings(&ctl)? {
+        return Ok(Some(settings(u32_at(&b, 4), b[LS_DUPLEX])));
     }
     // struct ethtool_cmd: speed u16 at 12, duplex at 14, speed_hi u16 at 28.
     let mut c = vec![0u8; 44];

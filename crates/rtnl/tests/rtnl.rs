@@ -144,7 +144,8 @@ fn addresses_v4_v6() {
                 got.contains(&Addr {
                     ifindex: a.index,
                     addr: v4,
-                    prefix: 24
+                    prefix: 24,
+                    permanent: true
                 }),
                 "{got:?}"
             );
@@ -152,7 +153,8 @@ fn addresses_v4_v6() {
                 got.contains(&Addr {
                     ifindex: a.index,
                     addr: v6,
-                    prefix: 64
+                    prefix: 64,
+                    permanent: true
                 }),
                 "{got:?}"
             );
@@ -435,4 +437,42 @@ fn malformed_bytes_are_errors() {
     m[0..4].copy_from_slice(&16u32.to_ne_bytes());
     m[4..6].copy_from_slice(&999u16.to_ne_bytes());
     assert!(Event::parse_datagram(&m).unwrap().is_empty());
+}
+
+/// `ethtool -s`: a tap device stores speed, duplex and autonegotiation; a
+/// veth cannot change them and says so.
+#[test]
+fn link_settings_set_on_tap_refused_on_veth() {
+    use xnet_rtnl::ethtool::{self, Duplex, LinkRequest};
+    let ns = TestNs::new();
+    ns.run(|| {
+        let mut r = Rtnl::open().unwrap();
+        veth(&mut r);
+        let st = std::process::Command::new("ip")
+            .args(["tuntap", "add", "dev", "tp0", "mode", "tap"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let req = LinkRequest {
+            speed_mbps: Some(100),
+            duplex: Some(Duplex::Half),
+            autoneg: Some(false),
+            advertise: None,
+        };
+        assert!(ethtool::set_link("tp0", &req).unwrap(), "first set writes");
+        let got = ethtool::link_settings("tp0").unwrap().unwrap();
+        assert_eq!(got.speed_mbps, Some(100));
+        assert_eq!(got.duplex, Some(Duplex::Half));
+        assert!(
+            !ethtool::set_link("tp0", &req).unwrap(),
+            "unchanged: no write"
+        );
+        let e = ethtool::set_link("va", &req).unwrap_err();
+        assert!(
+            matches!(e, ethtool::EthtoolError::LinkUnsupported { .. }),
+            "{e}"
+        );
+        // Nothing asked: nothing written, even where setting is impossible.
+        assert!(!ethtool::set_link("va", &LinkRequest::default()).unwrap());
+    });
 }
