@@ -3,12 +3,12 @@
 //! VLANs as fake bridges, internal bridges for local VIFs, IP settings,
 //! routes and DNS. Pure: no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use xnet_model::db::{self, b, i, m, mget, s};
 use xnet_model::helpers::{self as h, PifKind};
 use xnet_model::{Read, Reader, Record, Tables};
-pub use xnet_rtnl::ethtool::Offload;
+pub use xnet_rtnl::ethtool::{Duplex, LinkRequest, Offload};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Iface {
@@ -68,6 +68,39 @@ pub struct Desired {
     pub dhcp: BTreeMap<String, String>,
     /// NIC offloads from PIF `other_config:ethtool-<offload>=on|off`.
     pub ethtool: BTreeMap<String, Vec<(Offload, bool)>>,
+    /// Bridge devices that take IPv6 router advertisements and SLAAC
+    /// (`ipv6_configuration_mode` Autoconf or DHCP); every other xnet device
+    /// has both off, so guests' RAs cannot configure dom0.
+    pub autoconf: BTreeSet<String>,
+    /// Bridge devices in IPv6 DHCP mode, with their PIF.
+    pub dhcp6: BTreeMap<String, String>,
+    /// NIC speed, duplex and autonegotiation (`ethtool -s`), where asked.
+    pub link: BTreeMap<String, LinkRequest>,
+}
+
+/// A PIF's `ethtool-speed`, `-duplex`, `-autoneg` and `-advertise` keys, as
+/// xcp-networkd reads them; an invalid value is ignored (XAPI logs it).
+pub fn link_request(pif: &Record) -> Option<LinkRequest> {
+    let key = |k: &str| mget(pif, "other_config", k);
+    let req = LinkRequest {
+        speed_mbps: key("ethtool-speed")
+            .and_then(|v| v.parse().ok())
+            .filter(|v| *v > 0),
+        duplex: match key("ethtool-duplex") {
+            Some("half") => Some(Duplex::Half),
+            Some("full") => Some(Duplex::Full),
+            _ => None,
+        },
+        autoneg: match key("ethtool-autoneg") {
+            Some("on" | "true") => Some(true),
+            Some("off" | "false") => Some(false),
+            _ => None,
+        },
+        advertise: key("ethtool-advertise")
+            .and_then(|v| v.strip_prefix("0x"))
+            .and_then(|h| u64::from_str_radix(h, 16).ok()),
+    };
+    (req != LinkRequest::default()).then_some(req)
 }
 
 /// The offload settings of a PIF's `ethtool-*` keys, as xcp-networkd reads
@@ -277,6 +310,9 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
             let dev = s(pif, "device").to_string();
             br.ports.insert(dev.clone(), plain_port(&dev, mtu));
             out.ethtool.insert(dev.clone(), ethtool_settings(pif));
+            if let Some(l) = link_request(pif) {
+                out.link.insert(dev.clone(), l);
+            }
             out.up.push(dev);
         }
         PifKind::BondMaster => {
@@ -296,6 +332,10 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
                 out.up.push(s(sl, "device").to_string());
                 out.ethtool
                     .insert(s(sl, "device").to_string(), ethtool_settings(pif));
+                // Speed and duplex are each member's own (its PIF's keys).
+                if let Some(l) = link_request(sl) {
+                    out.link.insert(s(sl, "device").to_string(), l);
+                }
             }
             let port = if slaves.len() == 1 {
                 // "Sometimes a Bond is not actually a bond": one member is a plain port.
@@ -310,6 +350,39 @@ fn real_bridge(d: &Reader, pref: &str, pif: &Record, out: &mut Desired) {
     }
     out.up.push(bridge.clone());
     out.bridges.insert(bridge, br);
+}
+
+/// A PIF's IPv6 settings on its bridge device `dev`: static addresses, or
+/// router advertisements for Autoconf and DHCP.
+fn ipv6(pref: &str, pif: &Record, dev: &str, out: &mut Desired) {
+    match s(pif, "ipv6_configuration_mode") {
+        "Static" => {
+            for a in db::set_strs(pif, "IPv6") {
+                let parsed = a.split_once('/').and_then(|(ip, len)| {
+                    let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+                    let len: u8 = len.parse().ok().filter(|l| *l <= 128)?;
+                    Some((IpAddr::V6(ip), len))
+                });
+                match parsed {
+                    Some(c) => out.addrs.entry(dev.to_string()).or_default().push(c),
+                    None => {
+                        out.errors
+                            .insert(pref.to_string(), format!("bad IPv6 address {a:?}"));
+                    }
+                }
+            }
+        }
+        "Autoconf" => {
+            out.autoconf.insert(dev.to_string());
+        }
+        "DHCP" => {
+            // The RA's managed flag sends hosts to DHCPv6; the agent runs
+            // (or reports the lack of) the client.
+            out.autoconf.insert(dev.to_string());
+            out.dhcp6.insert(dev.to_string(), pref.to_string());
+        }
+        _ => {}
+    }
 }
 
 /// The device that carries a PIF's IP configuration: its network's bridge.
@@ -328,6 +401,7 @@ pub fn compile(
         .collect();
     let net = |n: &str| t.get("network", n).cloned().unwrap_or_default();
     let mut gateway: Option<(String, String)> = None;
+    let mut gateway6: Option<(String, String)> = None;
     let mut resolv = None;
     // Real bridges first (physical, bond, tunnel); VLANs hang off them.
     for (pref, pif) in &pifs {
@@ -464,6 +538,17 @@ pub fn compile(
         if !out.addrs.contains_key(&dev) {
             continue;
         }
+        let is_gw =
+            b(pif, "management") || mget(pif, "other_config", "defaultroute") == Some("true");
+        ipv6(pref, pif, &dev, &mut out);
+        let gw6 = s(pif, "ipv6_gateway");
+        if is_gw
+            && !gw6.is_empty()
+            && s(pif, "ipv6_configuration_mode") == "Static"
+            && (gateway6.is_none() || b(pif, "management"))
+        {
+            gateway6 = Some((gw6.to_string(), dev.clone()));
+        }
         // (address, gateway, nameservers) from the static settings or the lease.
         let config = match s(pif, "ip_configuration_mode") {
             "Static" => {
@@ -491,8 +576,6 @@ pub fn compile(
         };
         if let Some((cidr, gw, dns)) = config {
             out.addrs.entry(dev.clone()).or_default().push(cidr);
-            let is_gw =
-                b(pif, "management") || mget(pif, "other_config", "defaultroute") == Some("true");
             if is_gw && !gw.is_empty() && (gateway.is_none() || b(pif, "management")) {
                 gateway = Some((gw, dev.clone()));
             }
@@ -524,7 +607,7 @@ pub fn compile(
         list.sort();
         list.dedup();
     }
-    if let Some((gw, dev)) = gateway {
+    for (gw, dev) in gateway.into_iter().chain(gateway6) {
         if let Ok(g) = gw.parse::<IpAddr>() {
             let any: IpAddr = if g.is_ipv4() {
                 "0.0.0.0".parse().unwrap()
@@ -606,6 +689,85 @@ mod tests {
             .unwrap()
             .contains("search a.example b.example\nnameserver 10.1.0.53\n"));
         assert_eq!(d.bridges.len(), 1, "unplugged NICs have no bridge");
+    }
+
+    #[test]
+    fn ipv6_static_autoconf_and_gateway() {
+        let (mut t, h) = host();
+        let mgmt = pif(&t, "eth0");
+        let mut d = Db::new(&mut t);
+        xnet_model::pif::reconfigure_ipv6(
+            &mut d,
+            &mgmt,
+            "Static",
+            "2001:db8:1::2/64",
+            "2001:db8:1::1",
+            "",
+        )
+        .unwrap();
+        let out = compile(&t, &h, &[], &BTreeMap::new());
+        assert_eq!(
+            out.addrs["xenbr0"],
+            vec![
+                ("10.1.0.2".parse().unwrap(), 24),
+                ("2001:db8:1::2".parse().unwrap(), 64)
+            ]
+        );
+        let v6gw: IpAddr = "2001:db8:1::1".parse().unwrap();
+        assert!(out
+            .routes
+            .iter()
+            .any(|r| r.prefix == 0 && r.gateway == v6gw && r.dev == "xenbr0"));
+        assert!(out.autoconf.is_empty(), "static: no RAs taken");
+        let mut d = Db::new(&mut t);
+        xnet_model::pif::reconfigure_ipv6(&mut d, &mgmt, "Autoconf", "", "", "").unwrap();
+        let out = compile(&t, &h, &[], &BTreeMap::new());
+        assert_eq!(out.addrs["xenbr0"], vec![("10.1.0.2".parse().unwrap(), 24)]);
+        assert!(out.autoconf.contains("xenbr0"));
+        assert!(out.routes.iter().all(|r| r.gateway != v6gw));
+        let mut d = Db::new(&mut t);
+        xnet_model::pif::reconfigure_ipv6(&mut d, &mgmt, "DHCP", "", "", "").unwrap();
+        let out = compile(&t, &h, &[], &BTreeMap::new());
+        assert_eq!(out.dhcp6.get("xenbr0"), Some(&mgmt));
+    }
+
+    #[test]
+    fn ethtool_link_keys() {
+        let (mut t, h) = host();
+        let eth1 = pif(&t, "eth1");
+        let mut d = Db::new(&mut t);
+        xnet_model::pif::plug(&mut d, &eth1).unwrap();
+        for (k, v) in [
+            ("ethtool-speed", "1000"),
+            ("ethtool-duplex", "full"),
+            ("ethtool-autoneg", "off"),
+            ("ethtool-advertise", "0x2f"),
+        ] {
+            d.set_map_key("PIF", &eth1, "other_config", k, Some(v))
+                .unwrap();
+        }
+        let out = compile(&t, &h, &[], &BTreeMap::new());
+        assert_eq!(
+            out.link["eth1"],
+            LinkRequest {
+                speed_mbps: Some(1000),
+                duplex: Some(Duplex::Full),
+                autoneg: Some(false),
+                advertise: Some(0x2f),
+            }
+        );
+        let mut d = Db::new(&mut t);
+        for (k, v) in [
+            ("ethtool-speed", "fast"),
+            ("ethtool-duplex", "both"),
+            ("ethtool-autoneg", "maybe"),
+            ("ethtool-advertise", "2f"),
+        ] {
+            d.set_map_key("PIF", &eth1, "other_config", k, Some(v))
+                .unwrap();
+        }
+        let out = compile(&t, &h, &[], &BTreeMap::new());
+        assert!(!out.link.contains_key("eth1"), "invalid values are ignored");
     }
 
     #[test]

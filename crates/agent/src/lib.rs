@@ -294,6 +294,12 @@ impl Agent {
                 desired.errors.insert(pif.clone(), why);
             }
         }
+        // No DHCPv6 client is packaged with xnet: said, not hidden.
+        for pif in desired.dhcp6.values() {
+            desired.errors.entry(pif.clone()).or_insert_with(|| {
+                "xnet runs no DHCPv6 client: IPv6 DHCP mode gets router advertisements and SLAAC only".into()
+            });
+        }
         self.report_leases(&desired.dhcp, &leases);
         Ok(Pass {
             errors: desired.errors,

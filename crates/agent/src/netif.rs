@@ -79,6 +79,8 @@ impl NetIf {
                 .filter(
                     |a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80),
                 )
+                // SLAAC's own addresses belong to the kernel where it is on.
+                .filter(|a| a.permanent || !d.autoconf.contains(dev))
                 .map(|a| (a.addr, a.prefix))
                 .collect();
             for w in want {
@@ -111,6 +113,26 @@ impl NetIf {
                             self.ethtool_refused.insert(key);
                         }
                     }
+                }
+            }
+        }
+        for dev in d.addrs.keys() {
+            if index(dev).is_some() {
+                writes += ipv6_autoconf(dev, d.autoconf.contains(dev));
+            }
+        }
+        for (dev, req) in &d.link {
+            // Refused once (a veth, a driver without the mode): not every pass.
+            let key = format!("{dev}/{req:?}");
+            if index(dev).is_none() || self.ethtool_refused.contains(&key) {
+                continue;
+            }
+            match xnet_rtnl::ethtool::set_link(dev, req) {
+                Ok(true) => writes += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("xnet agent: ethtool -s {dev}: {e}");
+                    self.ethtool_refused.insert(key);
                 }
             }
         }
@@ -189,6 +211,24 @@ impl NetIf {
         self.routes = now;
         Ok(writes)
     }
+}
+
+/// Router advertisements and SLAAC on or off for one device (the sysctls of
+/// the agent's own namespace); returns the number of writes.
+fn ipv6_autoconf(dev: &str, on: bool) -> u64 {
+    let want = if on { "1" } else { "0" };
+    let mut writes = 0;
+    for key in ["accept_ra", "autoconf"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{dev}/{key}");
+        // A device without IPv6 (disabled, or the sysctl absent) is left alone.
+        let Ok(cur) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if cur.trim() != want && std::fs::write(&path, want).is_ok() {
+            writes += 1;
+        }
+    }
+    writes
 }
 
 fn libc_enetunreach() -> i32 {

@@ -13,12 +13,17 @@ const RTM_GETADDR: u16 = 22;
 const IFADDRMSG_LEN: usize = 8;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_PERMANENT: u32 = 0x80;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Addr {
     pub ifindex: u32,
     pub addr: IpAddr,
     pub prefix: u8,
+    /// Set by hand or by a tool (IFA_F_PERMANENT); unset for addresses the
+    /// kernel made itself (SLAAC) or that expire.
+    pub permanent: bool,
 }
 
 /// Decodes an address attribute of the given family.
@@ -67,12 +72,15 @@ pub(crate) fn parse(p: &[u8]) -> Result<Option<Addr>, RtnlError> {
     }
     let prefix = p[1];
     let ifindex = u32::from_ne_bytes(p[4..8].try_into().unwrap());
+    // The 8-bit ifa_flags, superseded by IFA_FLAGS when the kernel sends it.
+    let mut flags = p[2] as u32;
     let (mut local, mut address) = (None, None);
     for a in attrs(&p[IFADDRMSG_LEN..]) {
         let (ty, d) = a?;
         match ty {
             IFA_LOCAL => local = Some(ip_of(family, d)?),
             IFA_ADDRESS => address = Some(ip_of(family, d)?),
+            IFA_FLAGS if d.len() == 4 => flags = u32::from_ne_bytes(d.try_into().unwrap()),
             _ => {}
         }
     }
@@ -85,6 +93,7 @@ pub(crate) fn parse(p: &[u8]) -> Result<Option<Addr>, RtnlError> {
         ifindex,
         addr,
         prefix,
+        permanent: flags & IFA_F_PERMANENT != 0,
     }))
 }
 
