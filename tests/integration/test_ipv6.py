@@ -3,6 +3,8 @@ switch side and a default route, router advertisements only where asked."""
 
 import subprocess
 
+import XenAPI
+
 from conftest import wait_for
 from test_api import pif_by_device
 
@@ -37,6 +39,13 @@ def test_ipv6_static_autoconf_none(host, session):
         wait_for(lambda: "2001:db8:55::2" not in v6_addrs(host, br), what="static address removed")
         assert sysctl(host, br, "accept_ra") == "1" and sysctl(host, br, "autoconf") == "1"
         assert "2001:db8:55::1" not in host.ns("ip", "-6", "route", "show", "default").stdout
+        # No DHCPv6 client is run: refused with the reason, and rolled back.
+        try:
+            x.PIF.reconfigure_ipv6(eth5, "DHCP", "", "", "")
+            raise AssertionError("IPv6 DHCP accepted")
+        except XenAPI.Failure as e:
+            assert e.details[0] == "PIF_CONFIGURATION_ERROR" and "DHCPv6" in e.details[2], e.details
+        assert x.PIF.get_ipv6_configuration_mode(eth5) == "Autoconf"
         x.PIF.reconfigure_ipv6(eth5, "None", "", "", "")
         wait_for(lambda: sysctl(host, br, "autoconf") == "0", what="RAs off again")
     finally:
