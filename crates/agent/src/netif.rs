@@ -23,10 +23,15 @@ pub struct NetIf {
 /// concurrent changes (NLM_F_DUMP_INTR, seen as EINTR): links come and go
 /// while vswitchd builds bridges.
 pub fn dump<T>(mut f: impl FnMut() -> Result<T, RtnlError>) -> Result<T, RtnlError> {
-    let mut tries = 0;
+    // While vswitchd creates a thousand devices, back-to-back retries are all
+    // interrupted: wait a little longer each time (at most about 2 s in all).
+    let mut tries = 0u64;
     loop {
         match f() {
-            Err(e) if e.errno() == Some(4) && tries < 20 => tries += 1,
+            Err(e) if e.errno() == Some(4) && tries < 60 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(tries));
+            }
             r => return r,
         }
     }
