@@ -10,6 +10,7 @@ pub mod generic;
 pub mod helpers;
 pub mod host;
 pub mod install;
+pub mod join;
 pub mod network;
 pub mod pif;
 pub mod pool;
