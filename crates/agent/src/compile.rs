@@ -76,6 +76,9 @@ pub struct Desired {
     pub dhcp6: BTreeMap<String, String>,
     /// NIC speed, duplex and autonegotiation (`ethtool -s`), where asked.
     pub link: BTreeMap<String, LinkRequest>,
+    /// VIF backend devices in a bridge: MAC fe:ff:ff:ff:ff:ff and ARP off,
+    /// as Xen's vif scripts leave them.
+    pub backends: BTreeSet<String>,
 }
 
 /// A PIF's `ethtool-speed`, `-duplex`, `-autoneg` and `-advertise` keys, as
@@ -520,6 +523,9 @@ pub fn compile(
                         ..plain_port(&dev, vmtu)
                     },
                 );
+                out.backends.insert(dev.clone());
+                // VIF other_config:ethtool-* (xenopsd's vif_udev_keys).
+                out.ethtool.insert(dev.clone(), ethtool_settings(vif));
                 out.up.push(dev);
             }
         }
@@ -893,5 +899,38 @@ mod tests {
         let out = compile(&t, &h, &links[1..], &BTreeMap::new());
         assert!(!out.bridges["xenbr0"].ports.contains_key("vif5.0"));
         assert!(out.bridges["xenbr0"].ports.contains_key("tap5.0"));
+    }
+
+    #[test]
+    fn backend_devices_get_dummy_mac_and_vif_ethtool_keys() {
+        let (mut t, h) = host();
+        let net = s(&t.tables["PIF"][&pif(&t, "eth0")], "network").to_string();
+        let mut d = Db::new(&mut t);
+        let vm = d.create(&xnet_model::schema::VM, vec![("name_label", db::vs("g"))]);
+        xnet_model::vm::set_domain(&mut d, &vm, Some(&h), 6).unwrap();
+        let oc: xnet_model::db::Map = [("ethtool-tx", "off"), ("ethtool-sg", "on")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), db::vs(v)))
+            .collect();
+        d.create(
+            &xnet_model::schema::VIF,
+            vec![
+                ("VM", db::vs(vm.as_str())),
+                ("network", db::vs(net.as_str())),
+                ("device", db::vs("1")),
+                ("MAC", db::vs("02:00:00:00:00:06")),
+                ("currently_attached", xapi_wire::Value::Bool(true)),
+                ("other_config", xapi_wire::Value::Struct(oc)),
+            ],
+        );
+        let out = compile(&t, &h, &["vif6.1".to_string()], &BTreeMap::new());
+        assert!(out.backends.contains("vif6.1"));
+        assert!(!out.backends.contains("eth0"));
+        let mut e = out.ethtool["vif6.1"].clone();
+        e.sort_by_key(|(f, _)| format!("{f:?}"));
+        assert_eq!(e, vec![(Offload::Sg, true), (Offload::Tx, false)]);
+        // Not there: nothing to configure.
+        let out = compile(&t, &h, &[], &BTreeMap::new());
+        assert!(out.backends.is_empty());
     }
 }

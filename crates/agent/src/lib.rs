@@ -4,6 +4,7 @@
 //! realized. Idempotent: an unchanged host gets no write.
 
 pub mod compile;
+pub mod counters;
 mod dhcp;
 mod netif;
 pub mod ovs;
@@ -223,9 +224,12 @@ impl Agent {
     fn run(self: Arc<Self>, mut switch: Box<dyn Backend>, mut rt: xnet_rtnl::Rtnl) {
         let mut netif = netif::NetIf::default();
         let mut dhcp = dhcp::Dhcp::new(&self.settings.run_dir);
+        let mut counters = counters::Counters::default();
         while !self.stop.load(Ordering::SeqCst) {
             let generation = self.store.generation();
             let result = self.pass(switch.as_mut(), &mut rt, &mut netif, &mut dhcp);
+            // Every counters::INTERVAL; a missed sample is only a later one.
+            let _ = counters.tick(&mut rt, &self.store, &self.host);
             if let Ok(Pass { missing: 1.., .. }) = result {
                 // vswitchd is still creating devices: callers wait for the
                 // pass that configures them.

@@ -70,6 +70,7 @@ impl NetIf {
                 }
             }
         }
+        writes += backends(rt, &by_name, &d.backends)?;
         let addrs = dump(|| rt.addrs(None))?;
         let mut by_index: HashMap<u32, Vec<&xnet_rtnl::Addr>> = HashMap::new();
         for a in &addrs {
@@ -234,6 +235,41 @@ fn ipv6_autoconf(dev: &str, on: bool) -> u64 {
         }
     }
     writes
+}
+
+/// Xen's dummy MAC for netback devices: the guest owns the VIF's MAC, the
+/// backend end must never be picked as a bridge's address or answer ARP.
+pub const BACKEND_MAC: [u8; 6] = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff];
+
+/// Gives VIF backend devices the dummy MAC and IFF_NOARP (only where they
+/// differ, so an unchanged host gets no write).
+fn backends(
+    rt: &mut Rtnl,
+    by_name: &HashMap<&str, &Link>,
+    want: &BTreeSet<String>,
+) -> Result<u64, RtnlError> {
+    let mut writes = 0;
+    for dev in want {
+        let Some(l) = by_name.get(dev.as_str()) else {
+            continue;
+        };
+        if l.mac != Some(BACKEND_MAC) {
+            match rt.set_mac(l.index, BACKEND_MAC) {
+                Ok(()) => writes += 1,
+                // Gone meanwhile: its removal starts another pass.
+                Err(e) if e.errno() == Some(19) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if !l.noarp {
+            match rt.set_arp(l.index, false) {
+                Ok(()) => writes += 1,
+                Err(e) if e.errno() == Some(19) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(writes)
 }
 
 fn libc_enetunreach() -> i32 {

@@ -17,6 +17,8 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
     ("OPERATION_NOT_ALLOWED", "You attempted an operation that was not allowed.", &["reason"]),
     ("INTERNAL_ERROR", "The server failed to handle your request, due to an internal error. The given message may give details useful for debugging the problem.", &["message"]),
     ("MAC_INVALID", "The MAC address specified is not valid.", &["MAC"]),
+    // xnet's own (XAPI does not check MACs per network).
+    ("MAC_ALREADY_IN_USE", "Another VIF on this network already has this MAC address.", &["MAC", "network", "VIF"]),
     ("VLAN_TAG_INVALID", "You tried to create a VLAN, but the tag you gave was invalid -- it must be between 0 and 4094.  The parameter echoes the VLAN tag you gave.", &["VLAN"]),
     ("PIF_VLAN_EXISTS", "You tried to create a PIF, but it already exists.", &["PIF"]),
     ("VLAN_IN_USE", "Operation cannot be performed because this VLAN is already in use. Please check your network configuration.", &["device", "vlan"]),

@@ -148,6 +148,63 @@ fn field_value(
             _ => "unknown".into(),
         },
         Src::Expensive => "<expensive field>".into(),
+        Src::Kbs(class, f) => {
+            let m = rec.get("metrics").and_then(Value::as_str).unwrap_or("");
+            let mr = cache.all(api, cls(class)).get(m).and_then(Value::as_struct);
+            // XAPI's xe says <unknown> when there is no measurement.
+            match mr {
+                Some(mr) if measured(mr) => match mr.get(f) {
+                    Some(Value::Float(x)) => ocaml_float(*x),
+                    _ => "<unknown>".into(),
+                },
+                _ => "<unknown>".into(),
+            }
+        }
+    }
+}
+
+/// A metrics record the agent has written (last_updated past the epoch).
+fn measured(mr: &BTreeMap<String, Value>) -> bool {
+    let ts = mr.get("last_updated").map(text).unwrap_or_default();
+    !ts.is_empty() && !ts.starts_with("19700101")
+}
+
+/// OCaml's `string_of_float` (xe prints rates with it): `%.12g`, with a
+/// trailing `.` when that looks like an integer.
+fn ocaml_float(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let exp = if x == 0.0 {
+        0
+    } else {
+        x.abs().log10().floor() as i32
+    };
+    let s = if (-5..12).contains(&exp) {
+        let dec = (11 - exp).max(0) as usize;
+        let s = format!("{x:.dec$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').to_string()
+        } else {
+            s
+        }
+    } else {
+        let s = format!("{x:.11e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let m = m.trim_end_matches('0').trim_end_matches('.');
+        let e: i32 = e.parse().unwrap_or(0);
+        format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+    };
+    if s.contains(['.', 'e']) {
+        s
+    } else {
+        format!("{s}.")
     }
 }
 
@@ -167,7 +224,7 @@ fn metric(
 }
 
 /// Classes whose records the CLI reads, by wire name.
-const API_CLASSES: [&str; 11] = [
+const API_CLASSES: [&str; 12] = [
     "PIF",
     "network",
     "VIF",
@@ -179,6 +236,7 @@ const API_CLASSES: [&str; 11] = [
     "network_sriov",
     "pool",
     "PIF_metrics",
+    "VIF_metrics",
 ];
 
 fn records_class(c: &str) -> &'static str {
@@ -248,6 +306,7 @@ fn render(
     c: &Cls,
     rec: &BTreeMap<String, Value>,
     names: Option<&[String]>,
+    listing: bool,
 ) -> Vec<(String, String)> {
     let mut out = vec![];
     for f in c.fields {
@@ -256,7 +315,10 @@ fn render(
                 continue;
             }
         }
-        let v = field_value(ctx.api, &mut ctx.cache, f, rec);
+        let v = match f.src {
+            Src::Kbs(..) if listing => "<expensive field>".into(),
+            _ => field_value(ctx.api, &mut ctx.cache, f, rec),
+        };
         out.push((printer::key(f.name, f.tag), v));
     }
     out
@@ -327,7 +389,7 @@ fn list(ctx: &mut Ctx, c: &'static Cls, a: &Args, extra: &[(String, String)]) ->
         if !matches_filters(ctx, c, rec, &filters) {
             continue;
         }
-        let fields = render(ctx, c, rec, params.as_deref());
+        let fields = render(ctx, c, rec, params.as_deref(), true);
         if a.minimal {
             if let Some((_, v)) = fields.first() {
                 first.push(v.clone());
@@ -361,7 +423,7 @@ fn param_cmd(ctx: &mut Ctx, c: &'static Cls, op: &str, a: &Args) -> R<()> {
     match op {
         "param-list" => {
             let (_, rec) = record_of(ctx, c, &uuid)?;
-            let fields = render(ctx, c, &rec, None);
+            let fields = render(ctx, c, &rec, None, false);
             ctx.out.push_str(&printer::record(&fields));
         }
         "param-get" => {
@@ -511,6 +573,42 @@ fn random_mac() -> String {
         .map(|x| format!("{x:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The pool's `other_config:xnet-mac-prefix` (an OUI such as Xen's
+/// `00:16:3e`), which the server also applies to seed-derived MACs.
+fn pool_mac_prefix(ctx: &mut Ctx) -> R<Option<[u8; 3]>> {
+    const KEY: &str = "xnet-mac-prefix";
+    let pools = ctx.call("pool.get_all", vec![])?;
+    let Some(pool) = pools.as_array().and_then(|a| a.first()).cloned() else {
+        return Ok(None);
+    };
+    let oc = ctx.call("pool.get_other_config", vec![pool])?;
+    let Some(v) = oc.as_struct().and_then(|m| m.get(KEY)).map(text) else {
+        return Ok(None);
+    };
+    let bytes: Vec<Option<u8>> = v
+        .split(':')
+        .map(|p| {
+            (p.len() == 2)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
+        .collect();
+    match bytes[..] {
+        [Some(a), Some(b), Some(c)] if a & 1 == 0 => Ok(Some([a, b, c])),
+        _ => Err(Fail(format!(
+            "The pool's other-config:{KEY} must be three hex octets with a unicast first octet, e.g. 00:16:3e; it is '{v}'.\n"
+        ))),
+    }
+}
+
+/// A random MAC with its first three bytes replaced by the prefix.
+fn with_prefix(mac: String, prefix: Option<[u8; 3]>) -> String {
+    match prefix {
+        Some(p) => format!("{:02x}:{:02x}:{:02x}{}", p[0], p[1], p[2], &mac[8..]),
+        None => mac,
+    }
 }
 
 fn net_create_args(a: &Args) -> R<Value> {
@@ -731,7 +829,7 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             let vm = ctx.by_uuid("VM", a.need("vm-uuid")?)?;
             let mtu = ctx.call("network.get_MTU", vec![s(&n)])?;
             let mac = match a.get("mac") {
-                Some("random") => random_mac(),
+                Some("random") => with_prefix(random_mac(), pool_mac_prefix(ctx)?),
                 Some(m) => m.to_string(),
                 None => String::new(),
             };
@@ -1081,9 +1179,21 @@ mod tests {
                 ("network", s("OpaqueRef:n")),
                 ("host", s("OpaqueRef:h")),
                 ("other_config", rec(&[("k", s("v"))])),
+                ("metrics", s("OpaqueRef:pm")),
             ]),
         );
         db.insert("PIF".to_string(), pifs);
+        let mut pms = BTreeMap::new();
+        pms.insert(
+            "OpaqueRef:pm".to_string(),
+            rec(&[
+                ("uuid", s("pm-u")),
+                ("io_read_kbs", Value::Float(12.5)),
+                ("io_write_kbs", Value::Float(3.0)),
+                ("last_updated", Value::DateTime("20261206T19:00:00Z".into())),
+            ]),
+        );
+        db.insert("PIF_metrics".to_string(), pms);
         let mut hosts = BTreeMap::new();
         hosts.insert(
             "OpaqueRef:h".to_string(),
@@ -1164,6 +1274,47 @@ mod tests {
         let (_, err) = run(&["pif-param-set", "uuid=pif-u", "device=x"]);
         assert_eq!(err.unwrap(), "Field 'device' is read-only.\n");
         assert!(parse_args(vec!["pif-list".into(), "-p".into(), "x".into()]).is_err());
+    }
+
+    #[test]
+    fn rates_are_expensive_in_lists_and_read_from_metrics() {
+        let get = |f: &str| run(&["pif-param-get", "uuid=pif-u", &format!("param-name={f}")]);
+        assert_eq!(get("io_read_kbs").0, "12.5\n");
+        assert_eq!(get("io_write_kbs").0, "3.\n");
+        let (out, _) = run(&["pif-list", "params=io_read_kbs"]);
+        assert!(
+            out.starts_with("io_read_kbs ( RO)    : <expensive field>\n"),
+            "{out}"
+        );
+        let (out, _) = run(&["pif-param-list", "uuid=pif-u"]);
+        assert!(out.contains("io_read_kbs ( RO): 12.5\n"), "{out}");
+    }
+
+    #[test]
+    fn floats_print_as_ocaml() {
+        for (x, want) in [
+            (0.0, "0."),
+            (3.0, "3."),
+            (12.5, "12.5"),
+            (0.1, "0.1"),
+            (1234.5678, "1234.5678"),
+            (1.0 / 3.0, "0.333333333333"),
+            (1e15, "1e+15"),
+            (-2.25, "-2.25"),
+        ] {
+            assert_eq!(ocaml_float(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn prefix_replaces_the_oui() {
+        let m = with_prefix(random_mac(), Some([0x00, 0x16, 0x3e]));
+        assert!(m.starts_with("00:16:3e:"), "{m}");
+        assert_eq!(m.len(), 17);
+        assert_eq!(
+            with_prefix("02:11:22:33:44:55".into(), None),
+            "02:11:22:33:44:55"
+        );
     }
 
     #[test]

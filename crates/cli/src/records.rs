@@ -17,6 +17,9 @@ pub enum Src {
     Duplex,
     /// Expensive fields xe only computes on request.
     Expensive,
+    /// A rate in KiB/s from the metrics record (class) the `metrics` ref
+    /// points to; expensive: `-list` shows `<expensive field>`.
+    Kbs(&'static str, &'static str),
 }
 
 /// How param-set/add/remove change a field.
@@ -165,8 +168,18 @@ pub static PIF: Cls = Cls {
             Set::Prop("PIF.set_property"),
         ),
         x("capabilities", F("capabilities"), "SRO", Set::No),
-        x("io_read_kbs", Expensive, "RO", Set::No),
-        x("io_write_kbs", Expensive, "RO", Set::No),
+        x(
+            "io_read_kbs",
+            Kbs("PIF_metrics", "io_read_kbs"),
+            "RO",
+            Set::No,
+        ),
+        x(
+            "io_write_kbs",
+            Kbs("PIF_metrics", "io_write_kbs"),
+            "RO",
+            Set::No,
+        ),
         x("carrier", Metric("carrier"), "RO", Set::No),
         x("vendor-id", Metric("vendor_id"), "RO", Set::No),
         x("vendor-name", Metric("vendor_name"), "RO", Set::No),
@@ -381,8 +394,18 @@ pub static VIF: Cls = Cls {
             "RO",
             Set::No,
         ),
-        x("io_read_kbs", Expensive, "RO", Set::No),
-        x("io_write_kbs", Expensive, "RO", Set::No),
+        x(
+            "io_read_kbs",
+            Kbs("VIF_metrics", "io_read_kbs"),
+            "RO",
+            Set::No,
+        ),
+        x(
+            "io_write_kbs",
+            Kbs("VIF_metrics", "io_write_kbs"),
+            "RO",
+            Set::No,
+        ),
         x(
             "locking-mode",
             F("locking_mode"),

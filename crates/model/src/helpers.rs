@@ -243,6 +243,48 @@ pub fn default_bridge(position: Option<u32>, device: &str) -> String {
 }
 
 /// XAPI's seed-derived VIF MAC (xapi_vif_helpers.ml gen_mac, reference §9).
+/// The pool `other_config` key giving the OUI (first three bytes) of the MACs
+/// xnet generates for VIFs, e.g. Xen's `00:16:3e`.
+pub const MAC_PREFIX_KEY: &str = "xnet-mac-prefix";
+
+/// Parses a MAC prefix: three hex octets, the first one unicast.
+pub fn parse_mac_prefix(v: &str) -> Option<[u8; 3]> {
+    let parts: Vec<&str> = v.split(':').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    let mut out = [0u8; 3];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    (out[0] & 0x01 == 0).then_some(out)
+}
+
+/// The pool's MAC prefix, if set; a malformed one is INVALID_VALUE where it
+/// is used (the generic map setters take any string).
+pub fn mac_prefix(d: &impl Read) -> ApiResult<Option<[u8; 3]>> {
+    let Some(pool) = d.find("pool", &|_| true).into_iter().next() else {
+        return Ok(None);
+    };
+    match db::mget(d.rec("pool", &pool)?, "other_config", MAC_PREFIX_KEY) {
+        None => Ok(None),
+        Some(v) => parse_mac_prefix(v).map(Some).ok_or_else(|| {
+            ApiError::invalid_value(&format!("pool.other_config:{MAC_PREFIX_KEY}"), v)
+        }),
+    }
+}
+
+/// A generated MAC with the prefix in place of its first three bytes.
+pub fn with_mac_prefix(mac: &str, prefix: Option<[u8; 3]>) -> String {
+    match (parse_mac(mac), prefix) {
+        (Some(mut m), Some(p)) => {
+            m[..3].copy_from_slice(&p);
+            format_mac(m)
+        }
+        _ => mac.to_string(),
+    }
+}
+
 pub fn gen_mac(device: u32, seed: &str) -> String {
     use md5::{Digest, Md5};
     let mut h: Vec<u8> = seed.as_bytes().to_vec();

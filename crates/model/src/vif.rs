@@ -62,6 +62,7 @@ pub fn register(reg: &mut Registry) {
                     return Err(ApiError::new("NETWORK_INCOMPATIBLE_WITH_TRUNKS", &[net]));
                 }
             }
+            check_mac_free(d, s(&r, "MAC"), net, Some(v))?;
             d.set("VIF", v, "network", db::vs(net))?;
             touch_if_attached(d, v)?;
             Ok(Value::Nil)
@@ -175,6 +176,18 @@ fn check_allowed(field: &str, v: &str) -> ApiResult<()> {
     }
 }
 
+/// Two VIFs with one MAC on one network confuse every switch on it: an
+/// xnet check (XAPI has none), `MAC_ALREADY_IN_USE [mac, network, other VIF]`.
+fn check_mac_free(d: &impl Read, mac: &str, net: &str, this: Option<&str>) -> ApiResult<()> {
+    let other = d.find("VIF", &|r| {
+        s(r, "network") == net && s(r, "MAC").eq_ignore_ascii_case(mac)
+    });
+    match other.into_iter().find(|o| Some(o.as_str()) != this) {
+        Some(o) if !mac.is_empty() => Err(ApiError::new("MAC_ALREADY_IN_USE", &[mac, net, &o])),
+        _ => Ok(()),
+    }
+}
+
 fn vm_running(d: &impl Read, vm: &str) -> bool {
     d.tables()
         .get("VM", vm)
@@ -209,7 +222,7 @@ pub fn create(d: &mut Db, mut args: db::Map) -> ApiResult<String> {
     let mut autogen = false;
     if mac.is_empty() {
         if let Some(seed) = db::mget(&vmr, "other_config", "mac_seed") {
-            mac = h::gen_mac(devno, seed);
+            mac = h::with_mac_prefix(&h::gen_mac(devno, seed), h::mac_prefix(d)?);
             autogen = true;
         }
     }
@@ -239,6 +252,8 @@ pub fn create(d: &mut Db, mut args: db::Map) -> ApiResult<String> {
             check_allowed(v, &x)?;
         }
     }
+    // After XAPI's own checks.
+    check_mac_free(d, &mac, &net, None)?;
     if s(&vmr, "power_state") != "Suspended" {
         args.insert("currently_attached".into(), Value::Bool(false));
     }
