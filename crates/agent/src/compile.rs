@@ -17,6 +17,10 @@ pub struct Iface {
     pub kind: String,
     pub mtu: Option<i64>,
     pub other_config: BTreeMap<String, String>,
+    /// Kernel-datapath rate limit of what enters OVS here (kbit/s, kbit);
+    /// 0 = none.
+    pub ingress_policing_rate: i64,
+    pub ingress_policing_burst: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -79,6 +83,8 @@ pub struct Desired {
     /// VIF backend devices in a bridge: MAC fe:ff:ff:ff:ff:ff and ARP off,
     /// as Xen's vif scripts leave them.
     pub backends: BTreeSet<String>,
+    /// Locking and rate-limit rule sets of the attached VIFs' ports.
+    pub vifs: Vec<crate::flows::VifSpec>,
 }
 
 /// A PIF's `ethtool-speed`, `-duplex`, `-autoneg` and `-advertise` keys, as
@@ -485,6 +491,10 @@ pub fn compile(
             continue;
         }
         let nr = net(s(vif, "network"));
+        // A disabled VIF passes nothing: its port is not added (§8).
+        let Some(locking) = crate::flows::effective_locking(vif, &nr) else {
+            continue;
+        };
         let nb = s(&nr, "bridge").to_string();
         // A VLAN network's VIFs sit on the parent bridge with the tag.
         let fake = out.bridges.values().find_map(|br| {
@@ -515,6 +525,13 @@ pub fn compile(
             .unwrap_or_else(|| i(&nr, "MTU"));
         if let Some(br) = out.bridges.get_mut(&target) {
             for dev in devs {
+                out.vifs.push(crate::flows::VifSpec::new(
+                    vref,
+                    vif,
+                    &target,
+                    &dev,
+                    locking.clone(),
+                ));
                 br.ports.insert(
                     dev.clone(),
                     Port {
@@ -529,7 +546,6 @@ pub fn compile(
                 out.up.push(dev);
             }
         }
-        let _ = vref;
     }
     // IP configuration on bridge devices.
     for name in out.bridges.keys().cloned().collect::<Vec<_>>() {

@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod counters;
 mod dhcp;
+pub mod flows;
 mod netif;
 pub mod ovs;
 
@@ -28,6 +29,9 @@ pub struct Settings {
     pub nic_prefixes: Vec<String>,
     /// Where DHCP client state lives.
     pub run_dir: PathBuf,
+    /// OVS run directory holding the bridges' `<bridge>.mgmt` OpenFlow
+    /// sockets; `None`: the OVSDB socket's directory.
+    pub ovs_rundir: Option<PathBuf>,
 }
 
 /// What holds the bridges: Open vSwitch today; the Linux bridge backend fits
@@ -36,6 +40,16 @@ pub struct Settings {
 pub trait Backend: Send {
     fn reconcile(&mut self, bridges: &BTreeMap<String, compile::Bridge>)
         -> Result<u64, AgentError>;
+
+    /// OpenFlow port numbers of these interfaces, waiting up to `wait` for
+    /// the switch to assign them; those without one are left out.
+    fn ofports(
+        &mut self,
+        _ifaces: &[String],
+        _wait: Duration,
+    ) -> Result<BTreeMap<String, i64>, AgentError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +92,14 @@ impl Wake {
         *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.cv.notify_all();
     }
-    fn wait(&self, timeout: Duration) {
+    /// Waits for a kick or the timeout; true if kicked.
+    fn wait(&self, timeout: Duration) -> bool {
         let g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let (mut g, _) = self
             .cv
             .wait_timeout_while(g, timeout, |p| !*p)
             .unwrap_or_else(|e| e.into_inner());
-        *g = false;
+        std::mem::replace(&mut *g, false)
     }
 }
 
@@ -212,7 +227,8 @@ impl Agent {
         }
     }
 
-    /// OVSDB transactions and netlink changes written so far.
+    /// OVSDB transactions, netlink changes and OpenFlow flow/meter
+    /// modifications written so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
     }
@@ -225,9 +241,24 @@ impl Agent {
         let mut netif = netif::NetIf::default();
         let mut dhcp = dhcp::Dhcp::new(&self.settings.run_dir);
         let mut counters = counters::Counters::default();
+        let mut flows = flows::Flows::new(flows::rundir(
+            self.settings.ovs_rundir.as_deref(),
+            &self.settings.ovsdb,
+        ));
+        // Timer passes re-read the flows (drift, a restarted vswitchd);
+        // event-driven ones trust what the agent last read and wrote.
+        let mut full = true;
         while !self.stop.load(Ordering::SeqCst) {
             let generation = self.store.generation();
-            let result = self.pass(switch.as_mut(), &mut rt, &mut netif, &mut dhcp);
+            let result = self.pass(
+                switch.as_mut(),
+                &mut rt,
+                &mut netif,
+                &mut dhcp,
+                &mut flows,
+                full,
+            );
+            full = false;
             // Every counters::INTERVAL; a missed sample is only a later one.
             let _ = counters.tick(&mut rt, &self.store, &self.host);
             if let Ok(Pass { missing: 1.., .. }) = result {
@@ -248,7 +279,7 @@ impl Agent {
                 }
             }
             self.done.notify_all();
-            self.wake.wait(PASS_INTERVAL);
+            full = !self.wake.wait(PASS_INTERVAL);
         }
     }
 
@@ -259,6 +290,8 @@ impl Agent {
         rt: &mut xnet_rtnl::Rtnl,
         netif: &mut netif::NetIf,
         dhcp: &mut dhcp::Dhcp,
+        flows: &mut flows::Flows,
+        full: bool,
     ) -> Result<Pass, AgentError> {
         let links = netif::dump(|| rt.links())?;
         self.report_inventory(&links);
@@ -267,8 +300,20 @@ impl Agent {
         let mut desired = self
             .store
             .read(|v| compile::compile(&ViewT(v), &self.host, &names, &leases));
+        flows::police(&mut desired, &self.settings.datapath_type);
         let w = switch.reconcile(&desired.bridges)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
+        // VIF flows need the ports' OpenFlow numbers, which vswitchd assigns
+        // once it has added them.
+        let devs: Vec<String> = desired.vifs.iter().map(|v| v.device.clone()).collect();
+        let ofports = if devs.is_empty() {
+            BTreeMap::new()
+        } else {
+            switch.ofports(&devs, Duration::from_secs(2))?
+        };
+        let (w, vif_errors) = flows.reconcile(&desired, &ofports, full);
+        self.writes.fetch_add(w, Ordering::SeqCst);
+        desired.errors.extend(vif_errors);
         // Bridge devices appear once vswitchd has processed the transaction;
         // a pass is complete only when all of them are there to configure.
         let internal: Vec<String> = desired
@@ -419,7 +464,7 @@ impl Agent {
         let changed: Vec<String> = match self.store.events_since(generation.saturating_sub(1)) {
             Ok(evs) => evs
                 .into_iter()
-                .filter(|e| e.generation == generation && e.table == "PIF")
+                .filter(|e| e.generation == generation && (e.table == "PIF" || e.table == "VIF"))
                 .map(|e| e.key)
                 .collect(),
             Err(_) => vec![],

@@ -5,6 +5,7 @@
 use crate::compile::{Bridge, Iface, Port};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 use xnet_ovsdb::{atom, Client, OvsdbError};
 
 const DB: &str = "Open_vSwitch";
@@ -38,6 +39,45 @@ impl crate::Backend for Ovs {
     fn reconcile(&mut self, bridges: &BTreeMap<String, Bridge>) -> Result<u64, crate::AgentError> {
         Ok(reconcile(&self.client, bridges, &self.datapath)?)
     }
+
+    fn ofports(
+        &mut self,
+        ifaces: &[String],
+        wait: Duration,
+    ) -> Result<BTreeMap<String, i64>, crate::AgentError> {
+        Ok(ofports(&self.client, ifaces, wait)?)
+    }
+}
+
+/// The OpenFlow port numbers of `ifaces` from the replica, waiting up to
+/// `wait` for vswitchd to assign the missing ones (it writes `ofport` once
+/// it has added the port). Interfaces without one are left out.
+pub fn ofports(
+    c: &Client,
+    ifaces: &[String],
+    wait: Duration,
+) -> Result<BTreeMap<String, i64>, OvsdbError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        c.poll()?;
+        // -1 is vswitchd's answer for a port it could not add: no waiting.
+        let have: BTreeMap<String, i64> = c.replica(|r| {
+            r.rows("Interface")
+                .filter_map(|(_, row)| {
+                    let name = row["name"].as_str()?;
+                    let port = opt_int(&row["ofport"])?;
+                    ifaces
+                        .iter()
+                        .any(|i| i == name)
+                        .then(|| (name.to_string(), port))
+                })
+                .collect()
+        });
+        if have.len() == ifaces.len() || Instant::now() >= deadline {
+            return Ok(have.into_iter().filter(|(_, p)| *p > 0).collect());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The columns the agent compares and writes, monitored into the client's
@@ -50,7 +90,8 @@ pub fn monitor(c: &Client) -> Result<(), OvsdbError> {
             "Bridge": {"columns": ["name", "ports", "other_config", "external_ids", "datapath_type"]},
             "Port": {"columns": ["name", "interfaces", "tag", "fake_bridge", "bond_mode", "lacp",
                                  "bond_updelay", "bond_downdelay", "mac", "other_config", "external_ids"]},
-            "Interface": {"columns": ["name", "type", "mtu_request", "other_config"]},
+            "Interface": {"columns": ["name", "type", "mtu_request", "other_config", "ofport",
+                                      "ingress_policing_rate", "ingress_policing_burst"]},
         }),
     )
 }
@@ -118,12 +159,15 @@ fn jopt_str(v: &Option<String>) -> Value {
 }
 
 fn iface_row(i: &Iface) -> Value {
-    json!({"name": i.name, "type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config)})
+    json!({"name": i.name, "type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config),
+           "ingress_policing_rate": i.ingress_policing_rate, "ingress_policing_burst": i.ingress_policing_burst})
 }
 fn iface_same(i: &Iface, a: &Value) -> bool {
     a["type"].as_str().unwrap_or("") == i.kind
         && opt_int(&a["mtu_request"]) == i.mtu
         && smap(&a["other_config"]) == i.other_config
+        && opt_int(&a["ingress_policing_rate"]).unwrap_or(0) == i.ingress_policing_rate
+        && opt_int(&a["ingress_policing_burst"]).unwrap_or(0) == i.ingress_policing_burst
 }
 fn port_row(p: &Port, ifaces: Value) -> Value {
     json!({
@@ -240,8 +284,12 @@ pub fn reconcile(
                         {
                             Some((iu, ir)) => {
                                 if !iface_same(i, ir) {
+                                    let mut row = iface_row(i);
+                                    if let Some(m) = row.as_object_mut() {
+                                        m.remove("name");
+                                    }
                                     ops.push(json!({"op": "update", "table": "Interface", "where": [["_uuid", "==", atom::uuid(iu)]],
-                                        "row": {"type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config)}}));
+                                        "row": row}));
                                 }
                                 iface_refs.push(atom::uuid(iu));
                             }

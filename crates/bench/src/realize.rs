@@ -225,6 +225,7 @@ pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
         resolv_conf: host.dir.join("resolv.conf"),
         nic_prefixes: vec!["eth".into()],
         run_dir: host.dir.clone(),
+        ovs_rundir: None,
     };
     let agent = xnet_rtnl::netns::run_in(&host.ns, || {
         xnet_agent::Agent::start(store.clone(), hostref.clone(), settings.clone())

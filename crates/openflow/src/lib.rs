@@ -2,7 +2,9 @@
 //! per-bridge management socket (`<ovs rundir>/<bridge>.mgmt`): it sends
 //! batches of `OFPT_FLOW_MOD` and `OFPT_METER_MOD` messages, each batch
 //! followed by an `OFPT_BARRIER_REQUEST`, and reports any `OFPT_ERROR` the
-//! switch returned for the batch. Knows nothing of xnet.
+//! switch returned for the batch, and reads state back with the flow and
+//! meter-config multipart requests ([`Conn::dump_flows`],
+//! [`Conn::dump_meters`]). Knows nothing of xnet.
 //!
 //! # Match prerequisites
 //!
@@ -23,6 +25,9 @@
 //! batch took effect.
 
 pub mod framing;
+pub mod stats;
+
+pub use stats::{FlowFilter, FlowStats, MeterBand, MeterConfig};
 
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -78,6 +83,8 @@ const OFPT_FLOW_MOD: u8 = 14;
 const OFPT_BARRIER_REQUEST: u8 = 20;
 const OFPT_BARRIER_REPLY: u8 = 21;
 const OFPT_METER_MOD: u8 = 29;
+const OFPT_MULTIPART_REQUEST: u8 = 18;
+const OFPT_MULTIPART_REPLY: u8 = 19;
 
 const OFPHET_VERSIONBITMAP: u16 = 1;
 const OFPMT_OXM: u16 = 1;
@@ -223,6 +230,14 @@ impl Field {
             }
             Field::Ipv6NdTarget(v) => (v.octets().to_vec(), None),
         }
+    }
+
+    /// The OXM TLV as sent on the wire (value bits outside the mask
+    /// cleared): a canonical form for comparing matches.
+    pub fn encoded(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
     }
 
     /// Appends the OXM TLV: class, field<<1|hasmask, length, value[, mask].

@@ -516,3 +516,144 @@ fn empty_batch_is_just_a_barrier() {
     c.send(&[]).unwrap();
     assert_eq!(ovs.flows(), vec![DEFAULT_FLOW.to_string()]);
 }
+
+#[test]
+fn flow_dump_filters_and_spans_several_replies() {
+    let ovs = Ovs::start();
+    let mut c = ovs.connect();
+    c.send(&[Msg::Meter(MeterMod {
+        command: MeterCommand::Add,
+        meter_id: 3,
+        rate_kbps: 800,
+        burst_kb: 40,
+    })])
+    .unwrap();
+    // 3000 flows of ~100 bytes: more than one 64 KiB reply message.
+    let mut batch = vec![];
+    for i in 0..3000u32 {
+        let cookie = 0xabcd_0000_0000_0000 | u64::from(i % 3);
+        let ip = Ipv4Addr::from(0x0a00_0000 + i);
+        batch.push(flow(
+            if i.is_multiple_of(2) { 0 } else { 1 },
+            1000 + (i % 7) as u16,
+            cookie,
+            vec![
+                Field::InPort(1 + i % 5),
+                Field::EthType(ETH_TYPE_IPV4),
+                Field::Ipv4Src(ip, None),
+            ],
+            vec![Instruction::Meter(3), output(&[PORT_NORMAL])],
+        ));
+    }
+    batch.push(flow(
+        0,
+        4000,
+        0x1234,
+        vec![
+            Field::EthType(ETH_TYPE_ARP),
+            Field::ArpSpa(v4("10.1.0.0"), Some(v4("255.255.0.0"))),
+            Field::ArpSha(MAC),
+        ],
+        vec![output(&[2])],
+    ));
+    c.send(&batch).unwrap();
+
+    let all = c.dump_flows(&FlowFilter::default()).unwrap();
+    assert_eq!(all.len(), 3002, "every flow, the default one included");
+    let tagged = c
+        .dump_flows(&FlowFilter {
+            cookie: 0xabcd_0000_0000_0000,
+            cookie_mask: 0xffff_0000_0000_0000,
+            ..FlowFilter::default()
+        })
+        .unwrap();
+    assert_eq!(tagged.len(), 3000);
+    let one = tagged
+        .iter()
+        .find(|f| {
+            f.matches
+                .contains(&Field::Ipv4Src(Ipv4Addr::from(0x0a00_0007), None))
+        })
+        .expect("flow #7");
+    assert_eq!(
+        (one.table, one.priority, one.cookie),
+        (1, 1000, 0xabcd_0000_0000_0001)
+    );
+    assert!(one.matches.contains(&Field::InPort(3)));
+    assert_eq!(
+        one.instructions,
+        vec![Instruction::Meter(3), output(&[PORT_NORMAL])]
+    );
+    assert!(!one.undecoded);
+
+    // Exact cookie, one table.
+    let t0 = c
+        .dump_flows(&FlowFilter {
+            table: 0,
+            cookie: 0xabcd_0000_0000_0002,
+            cookie_mask: u64::MAX,
+            ..FlowFilter::default()
+        })
+        .unwrap();
+    assert_eq!(t0.len(), 500);
+    assert!(t0.iter().all(|f| f.table == 0 && f.cookie & 3 == 2));
+    // By output port and by a (non-strict) match.
+    let to2 = c
+        .dump_flows(&FlowFilter {
+            out_port: 2,
+            ..FlowFilter::default()
+        })
+        .unwrap();
+    assert_eq!(to2.len(), 1);
+    assert_eq!(to2[0].priority, 4000);
+    let mut want = vec![
+        Field::EthType(ETH_TYPE_ARP),
+        Field::ArpSpa(v4("10.1.0.0"), Some(v4("255.255.0.0"))),
+        Field::ArpSha(MAC),
+    ];
+    let mut got = to2[0].matches.clone();
+    want.sort_by_key(Field::encoded);
+    got.sort_by_key(Field::encoded);
+    assert_eq!(got, want);
+    let port4 = c
+        .dump_flows(&FlowFilter {
+            matches: vec![Field::InPort(4)],
+            ..FlowFilter::default()
+        })
+        .unwrap();
+    assert_eq!(port4.len(), 600);
+    // What the dump says agrees with ovs-ofctl.
+    assert_eq!(ovs.flows().len(), 3002);
+}
+
+#[test]
+fn meter_dump_lists_every_meter() {
+    let ovs = Ovs::start();
+    let mut c = ovs.connect();
+    assert_eq!(c.dump_meters().unwrap(), vec![]);
+    let meters: Vec<Msg> = (1..=300u32)
+        .map(|id| {
+            Msg::Meter(MeterMod {
+                command: MeterCommand::Add,
+                meter_id: id,
+                rate_kbps: 1000 * id,
+                burst_kb: if id.is_multiple_of(2) { id } else { 0 },
+            })
+        })
+        .collect();
+    c.send(&meters).unwrap();
+    let mut got = c.dump_meters().unwrap();
+    got.sort_by_key(|m| m.meter_id);
+    assert_eq!(got.len(), 300);
+    for (i, m) in got.iter().enumerate() {
+        let id = i as u32 + 1;
+        assert_eq!(m.meter_id, id);
+        assert!(m.kbps());
+        assert_eq!(m.burst(), id.is_multiple_of(2));
+        assert_eq!(m.bands.len(), 1);
+        assert_eq!((m.bands[0].type_, m.bands[0].rate), (1, 1000 * id));
+        if id.is_multiple_of(2) {
+            assert_eq!(m.bands[0].burst_size, id);
+        }
+    }
+}

@@ -20,6 +20,8 @@ pub struct Config {
     pub hostname: Option<String>,
     pub management: Management,
     pub resolv_conf: PathBuf,
+    /// OVS run directory (bridges' .mgmt sockets); None: the db socket's.
+    pub ovs_rundir: Option<PathBuf>,
     pub root_password: Option<String>,
     pub agent: bool,
 }
@@ -31,6 +33,7 @@ pub const USAGE: &str = "usage: xnetd [options]
   --http-listen ADDR:PORT plain HTTP on a loopback address (local tools)
   --ovsdb unix:PATH       Open vSwitch database (default unix:/var/run/openvswitch/db.sock)
   --datapath system|netdev  OVS datapath type (netdev = userspace, for the lab)
+  --ovs-rundir DIR        where the bridges' <bridge>.mgmt sockets are (default: the db socket's dir)
   --nic-prefix P[,P…]     interface names that count as NICs (default eth)
   --hostname NAME         host name (default: the kernel's)
   --resolv-conf PATH      where DNS settings go (default /etc/resolv.conf)
@@ -58,6 +61,7 @@ impl Default for Config {
                 ..Default::default()
             },
             resolv_conf: "/etc/resolv.conf".into(),
+            ovs_rundir: None,
             root_password: None,
             agent: true,
         }
@@ -198,6 +202,7 @@ pub fn parse(args: &[String]) -> Result<Config> {
             }
             "--hostname" => c.hostname = Some(val()?),
             "--resolv-conf" => c.resolv_conf = val()?.into(),
+            "--ovs-rundir" => c.ovs_rundir = Some(val()?.into()),
             "--root-password-file" => c.root_password = Some(read_secret(&val()?)?),
             "--no-agent" => c.agent = false,
             "--management-conf" => {

@@ -187,6 +187,7 @@ fn run(cfg: config::Config) -> Result<()> {
                 resolv_conf: cfg.resolv_conf.clone(),
                 nic_prefixes: cfg.nic_prefixes.clone(),
                 run_dir: cfg.run_dir.clone(),
+                ovs_rundir: cfg.ovs_rundir.clone(),
             },
         )
         .map_err(|e| anyhow!("starting the agent: {e}"))?;
