@@ -275,15 +275,15 @@ pub fn rules(spec: &VifSpec, ofport: u32) -> (Vec<FlowMod>, Option<MeterMod>) {
                 );
                 for &(ip, len) in ipv4 {
                     let (a, m) = (v4_prefix(ip, len), v4_mask(len));
-                    let spa = (len > 0).then(|| Field::ArpSpa(a, m));
+                    let spa = (len > 0).then_some(Field::ArpSpa(a, m));
                     add(7000, arp(spa), allow());
                     let mut m4 = vec![src(), Field::EthType(ETH_TYPE_IPV4)];
-                    m4.extend((len > 0).then(|| Field::Ipv4Src(a, m)));
+                    m4.extend((len > 0).then_some(Field::Ipv4Src(a, m)));
                     add(6000, m4, allow());
                 }
                 for &(ip, len) in ipv6 {
                     let (a, m) = (v6_prefix(ip, len), v6_mask(len));
-                    let src6 = (len > 0).then(|| Field::Ipv6Src(a, m));
+                    let src6 = (len > 0).then_some(Field::Ipv6Src(a, m));
                     let icmp6 = |t: u8| {
                         vec![
                             Field::EthType(ETH_TYPE_IPV6),
@@ -425,13 +425,17 @@ struct Want {
     vifs: BTreeSet<String>,
 }
 
+/// One flow as the agent compares it: (table, priority, match), `None` when
+/// the match was not fully decoded.
+type FlowKey = Option<(u8, u16, Vec<Field>)>;
+
 /// What one bridge holds, as last read or written.
 #[derive(Default)]
 struct Have {
     conn: Option<Conn>,
     /// cookie → canonical flow key → (table, priority, match), for the
     /// xnet-tagged flows; the match is `None` when not fully decoded.
-    flows: BTreeMap<u64, BTreeMap<String, Option<(u8, u16, Vec<Field>)>>>,
+    flows: BTreeMap<u64, BTreeMap<String, FlowKey>>,
     meters: BTreeMap<u32, (u32, u32)>,
     /// `flows`/`meters` reflect the switch (false: dump before use).
     known: bool,
