@@ -60,17 +60,17 @@ def test_static_routes_and_search_domains(host, session):
 def test_restart_under_traffic_loses_nothing(host, session):
     x = session.xenapi
     net = new_net(x, "restart traffic")
-    a, _, _ = vm_with_vif(x, host, 31, net, "10.53.0.31/24")
-    b, _, _ = vm_with_vif(x, host, 32, net, "10.53.0.32/24")
+    a, _, _ = vm_with_vif(x, host, 71, net, "10.53.0.71/24")
+    b, _, _ = vm_with_vif(x, host, 72, net, "10.53.0.72/24")
     br = x.network.get_bridge(net)
-    wait_for(lambda: {"vif31.0", "vif32.0"} <= set(host.vsctl("list-ports", br).split()), what="VIF ports")
-    wait_for(lambda: a.ping("10.53.0.32", count=1), timeout=10, what="VMs talk")
-    srv = subprocess.Popen(["ip", "netns", "exec", b.ns, "iperf3", "-s", "-1", "-B", "10.53.0.32"],
+    wait_for(lambda: {"vif71.0", "vif72.0"} <= set(host.vsctl("list-ports", br).split()), what="VIF ports")
+    wait_for(lambda: a.ping("10.53.0.72", count=1), timeout=10, what="VMs talk")
+    srv = subprocess.Popen(["ip", "netns", "exec", b.ns, "iperf3", "-s", "-1", "-B", "10.53.0.72"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
         before = ovs_versions(host)
-        cli = subprocess.Popen(["ip", "netns", "exec", a.ns, "iperf3", "-c", "10.53.0.32", "-u", "-b", "20M",
+        cli = subprocess.Popen(["ip", "netns", "exec", a.ns, "iperf3", "-c", "10.53.0.72", "-u", "-b", "20M",
                                 "-l", "1200", "-t", "5", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(1.5)
         host.restart(signal.SIGTERM)

@@ -197,6 +197,26 @@ fn run(cfg: config::Config) -> Result<()> {
     };
     let api = Api::new(Arc::clone(&store), users, realizer);
 
+    // Every listener is bound before any serves: a client that reaches the unix
+    // socket can rely on the TCP ports too (TLS setup may first make a certificate).
+    let http = match cfg.http_listen {
+        Some(addr) => {
+            Some(std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?)
+        }
+        None => None,
+    };
+    let https = match cfg.listen {
+        Some(addr) => {
+            let names = vec![
+                cfg.hostname.clone().unwrap_or_else(hostname),
+                "localhost".into(),
+            ];
+            let tls = xnet_api::tls::server_config(&cfg.state_dir, &names)?;
+            let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+            Some((l, tls))
+        }
+        None => None,
+    };
     let sock = cfg.run_dir.join("xapi.sock");
     let _ = std::fs::remove_file(&sock);
     let ul = std::os::unix::net::UnixListener::bind(&sock)
@@ -210,20 +230,13 @@ fn run(cfg: config::Config) -> Result<()> {
             xnet_api::http::serve_unix(api, ul)
         }));
     }
-    if let Some(addr) = cfg.http_listen {
-        let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    if let Some(l) = http {
         let api = Arc::clone(&api);
         threads.push(std::thread::spawn(move || {
             xnet_api::http::serve_tcp(api, l, None)
         }));
     }
-    if let Some(addr) = cfg.listen {
-        let names = vec![
-            cfg.hostname.clone().unwrap_or_else(hostname),
-            "localhost".into(),
-        ];
-        let tls = xnet_api::tls::server_config(&cfg.state_dir, &names)?;
-        let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    if let Some((l, tls)) = https {
         let api = Arc::clone(&api);
         threads.push(std::thread::spawn(move || {
             xnet_api::http::serve_tcp(api, l, Some(tls))
