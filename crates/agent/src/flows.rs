@@ -27,6 +27,8 @@ pub const COOKIE_TAG: u64 = 0x786e_6574_0000_0000;
 const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
 /// XAPI's default netback credit interval.
 const DEFAULT_TIMESLICE_US: u64 = 50_000;
+/// The least a rate limit's bucket holds, in milliseconds of traffic.
+const MIN_BURST_MS: u64 = 200;
 /// How long one OpenFlow exchange may take.
 const OF_TIMEOUT: Duration = Duration::from_secs(5);
 /// Even under a steady stream of events, re-read the switch this often.
@@ -123,7 +125,10 @@ fn address(v: &str) -> Option<(IpAddr, u8)> {
 
 /// XAPI's `ratelimit`: `kbps` is KiB/s (netback gets
 /// `kbps*1024*timeslice_us/1e6` bytes per `timeslice_us`, default 50 ms), so
-/// kbit/s = kbps × 8.192 and the burst is one timeslice's credit. Returns
+/// kbit/s = kbps × 8.192. Netback queues what exceeds the credit, while a
+/// policer drops it, so the bucket holds the larger of one timeslice's credit
+/// and `MIN_BURST_MS` of traffic: with only 50 ms, TCP in the lab reached a
+/// quarter of a 10 Mbit/s limit; with 200 ms it reaches the limit. Returns
 /// the limit, or a warning for settings XAPI ignores (no limit then).
 pub fn rate_limit(vif: &Record) -> Result<Option<Rate>, String> {
     let kind = s(vif, "qos_algorithm_type");
@@ -154,11 +159,13 @@ pub fn rate_limit(vif: &Record) -> Result<Option<Rate>, String> {
         ));
     }
     let kbit_s = (kbps * 8192).div_ceil(1000);
+    let burst = (bytes_per_interval * 8)
+        .div_ceil(1000)
+        .max((kbit_s * MIN_BURST_MS).div_ceil(1000))
+        .max(1);
     Ok(Some(Rate {
         kbit_s: u32::try_from(kbit_s).unwrap_or(u32::MAX),
-        burst_kbit: u32::try_from((bytes_per_interval * 8).div_ceil(1000))
-            .unwrap_or(u32::MAX)
-            .max(1),
+        burst_kbit: u32::try_from(burst).unwrap_or(u32::MAX),
     }))
 }
 
@@ -721,6 +728,56 @@ fn sync(
         Err(e) => {
             have.known = false;
             Err(serr(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xapi_wire::Value;
+    use xnet_model::db::vs;
+
+    fn vif(kind: &str, params: &[(&str, &str)]) -> Record {
+        let p = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), vs(*v)))
+            .collect();
+        Record::from([
+            ("qos_algorithm_type".to_string(), vs(kind)),
+            ("qos_algorithm_params".to_string(), Value::Struct(p)),
+        ])
+    }
+
+    #[test]
+    fn ratelimit_kbps_is_kib_per_second_with_a_bucket_tcp_can_use() {
+        // 1221 KiB/s ≈ 10 Mbit/s; the bucket holds 200 ms of it, more than
+        // one 50 ms timeslice's credit.
+        let r = rate_limit(&vif("ratelimit", &[("kbps", "1221")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.kbit_s, r.burst_kbit), (10003, 2001));
+        // A long timeslice's credit wins over the floor.
+        let r = rate_limit(&vif(
+            "ratelimit",
+            &[("kbps", "1221"), ("timeslice_us", "1000000")],
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.burst_kbit, 10003);
+        assert_eq!(rate_limit(&vif("", &[])), Ok(None));
+    }
+
+    #[test]
+    fn settings_xapi_ignores_give_a_warning_and_no_limit() {
+        for (kind, params) in [
+            ("token-bucket", vec![("kbps", "100")]),
+            ("ratelimit", vec![]),
+            ("ratelimit", vec![("kbps", "ten")]),
+            ("ratelimit", vec![("kbps", "0")]),
+        ] {
+            let w = rate_limit(&vif(kind, &params)).unwrap_err();
+            assert!(w.contains("ignored"), "{kind} {params:?}: {w}");
         }
     }
 }
