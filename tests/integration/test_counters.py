@@ -53,6 +53,18 @@ def test_backend_device_and_counters(host, session):
             host.vsctl("get", "port", "vif31.0", "external_ids")
         assert a.ping("10.53.0.32"), "VMs talk with dummy-MAC backends"
 
+        # VIF other_config:ethtool-* reaches the backend device.
+        def gso():
+            out = subprocess.run(["ethtool", "-k", "vif31.0"], capture_output=True, text=True,
+                                 timeout=10).stdout
+            return [l.split(":")[1].split()[0] for l in out.splitlines()
+                    if l.startswith("generic-segmentation-offload:")][0]
+        x.VIF.add_to_other_config(vif_a, "ethtool-gso", "off")
+        wait_for(lambda: gso() == "off", timeout=10, what="backend gso off")
+        x.VIF.remove_from_other_config(vif_a, "ethtool-gso")
+        x.VIF.add_to_other_config(vif_a, "ethtool-gso", "on")
+        wait_for(lambda: gso() == "on", timeout=10, what="backend gso on")
+
         # An agent restart on this unchanged host changes no link.
         monitor = subprocess.Popen(["ip", "monitor", "link"], stdout=subprocess.PIPE, text=True)
         host.restart(signal.SIGTERM)
