@@ -482,9 +482,8 @@ pub fn compile(
         }
         // PV backends are vif<domid>.<devid>; emulated NICs tap<domid>.<devid>
         // (an HVM guest has both until its PV driver takes over).
-        let devs: Vec<String> = ["vif", "tap"]
-            .iter()
-            .map(|k| format!("{k}{}.{}", i(vm, "domid"), s(vif, "device")))
+        let devs: Vec<String> = xnet_model::hotplug::backend_devices(i(vm, "domid"), vif)
+            .into_iter()
             .filter(|d| existing_links.contains(d))
             .collect();
         if devs.is_empty() {

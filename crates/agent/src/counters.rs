@@ -83,10 +83,7 @@ pub fn sources(t: &impl Tables, host: &str) -> Vec<Source> {
         }
         let running = b(vif, "currently_attached") && s(vm, "power_state") == "Running";
         let devices = if running {
-            ["vif", "tap"]
-                .iter()
-                .map(|k| format!("{k}{}.{}", i(vm, "domid"), s(vif, "device")))
-                .collect()
+            xnet_model::hotplug::backend_devices(i(vm, "domid"), vif)
         } else {
             vec![]
         };

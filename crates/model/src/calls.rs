@@ -131,6 +131,7 @@ pub fn registry() -> &'static Registry {
         crate::sriov::register(&mut r);
         crate::vif::register(&mut r);
         crate::vm::register(&mut r);
+        crate::hotplug::register(&mut r);
         crate::host::register(&mut r);
         crate::pool::register(&mut r);
         r

@@ -9,6 +9,7 @@ pub mod error;
 pub mod generic;
 pub mod helpers;
 pub mod host;
+pub mod hotplug;
 pub mod install;
 pub mod join;
 pub mod network;
