@@ -260,10 +260,10 @@ def https_context():
 class Vm:
     """A VM as a namespace whose backend veth end is vif<domid>.<devid> in the host."""
 
-    def __init__(self, host, domid, devid=0):
+    def __init__(self, host, domid, devid=0, backend=None):
         self.host, self.domid = host, domid
         self.ns = "%sv%d" % (host.name, domid)
-        self.backend = "vif%d.%d" % (domid, devid)
+        self.backend = backend or "vif%d.%d" % (domid, devid)
         sh("ip", "netns", "add", self.ns)
         host.vms.append(self)
         sh("ip", "link", "add", self.backend, "netns", host.name, "type", "veth", "peer", "name", "eth0", "netns", self.ns)

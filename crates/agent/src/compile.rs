@@ -17,6 +17,9 @@ pub struct Iface {
     pub kind: String,
     pub mtu: Option<i64>,
     pub other_config: BTreeMap<String, String>,
+    /// A VIF's `xs-vif-uuid`, `xs-vm-uuid`, `xs-network-uuid` and
+    /// `attached-mac`, on the Interface as XAPI's vif script sets them.
+    pub external_ids: BTreeMap<String, String>,
     /// Kernel-datapath rate limit of what enters OVS here (kbit/s, kbit);
     /// 0 = none.
     pub ingress_policing_rate: i64,
@@ -531,14 +534,12 @@ pub fn compile(
                     &dev,
                     locking.clone(),
                 ));
-                br.ports.insert(
-                    dev.clone(),
-                    Port {
-                        tag,
-                        external_ids: ext.clone(),
-                        ..plain_port(&dev, vmtu)
-                    },
-                );
+                let mut port = Port {
+                    tag,
+                    ..plain_port(&dev, vmtu)
+                };
+                port.interfaces[0].external_ids = ext.clone();
+                br.ports.insert(dev.clone(), port);
                 out.backends.insert(dev.clone());
                 // VIF other_config:ethtool-* (xenopsd's vif_udev_keys).
                 out.ethtool.insert(dev.clone(), ethtool_settings(vif));
@@ -907,7 +908,7 @@ mod tests {
         let br = &out.bridges["xenbr0"];
         for dev in ["vif5.0", "tap5.0"] {
             assert_eq!(
-                br.ports[dev].external_ids["attached-mac"],
+                br.ports[dev].interfaces[0].external_ids["attached-mac"],
                 "02:00:00:00:00:05"
             );
         }

@@ -90,7 +90,7 @@ pub fn monitor(c: &Client) -> Result<(), OvsdbError> {
             "Bridge": {"columns": ["name", "ports", "other_config", "external_ids", "datapath_type"]},
             "Port": {"columns": ["name", "interfaces", "tag", "fake_bridge", "bond_mode", "lacp",
                                  "bond_updelay", "bond_downdelay", "mac", "other_config", "external_ids"]},
-            "Interface": {"columns": ["name", "type", "mtu_request", "other_config", "ofport",
+            "Interface": {"columns": ["name", "type", "mtu_request", "other_config", "external_ids", "ofport",
                                       "ingress_policing_rate", "ingress_policing_burst"]},
         }),
     )
@@ -160,12 +160,14 @@ fn jopt_str(v: &Option<String>) -> Value {
 
 fn iface_row(i: &Iface) -> Value {
     json!({"name": i.name, "type": i.kind, "mtu_request": jopt_int(i.mtu), "other_config": jmap(&i.other_config),
+           "external_ids": jmap(&i.external_ids),
            "ingress_policing_rate": i.ingress_policing_rate, "ingress_policing_burst": i.ingress_policing_burst})
 }
 fn iface_same(i: &Iface, a: &Value) -> bool {
     a["type"].as_str().unwrap_or("") == i.kind
         && opt_int(&a["mtu_request"]) == i.mtu
         && smap(&a["other_config"]) == i.other_config
+        && smap(&a["external_ids"]) == i.external_ids
         && opt_int(&a["ingress_policing_rate"]).unwrap_or(0) == i.ingress_policing_rate
         && opt_int(&a["ingress_policing_burst"]).unwrap_or(0) == i.ingress_policing_burst
 }

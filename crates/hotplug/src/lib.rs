@@ -1,5 +1,8 @@
-//! The pieces of `vif-xnet`, xnet's Xen vif hotplug script. So far: xenstore
-//! access behind a trait (the xenstored socket protocol, and a directory
-//! store for tests).
+//! vif-xnet, xnet's Xen vif hotplug script: the script contract
+//! ([`script`]), xenstore access behind a trait ([`xenstore`]: the xenstored
+//! socket protocol, and a directory store tests and dry runs feed) and the
+//! call to xnetd ([`client`]).
 
+pub mod client;
+pub mod script;
 pub mod xenstore;

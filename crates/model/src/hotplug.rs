@@ -17,8 +17,8 @@ use xapi_wire::Value;
 
 /// libxl's bridge when a vif= setting names none.
 pub const DEFAULT_BRIDGE: &str = "xenbr0";
-/// The backend device names the agent looks for besides `vif<domid>.<devid>`
-/// and `tap<domid>.<devid>`: xl's `vifname=` (and `<vifname>-emu` for tap).
+/// Where a VIF keeps xl's `vifname=`: the agent then also looks for backend
+/// devices of that name (and `<vifname>-emu`, the emulated twin).
 pub const VIFNAME_KEY: &str = "xnet-vifname";
 const ORIGIN: (&str, &str) = ("xnet-origin", "hotplug");
 
@@ -244,11 +244,16 @@ fn offline(d: &mut Db, p: &Params) -> ApiResult<()> {
 }
 
 /// The backend devices of a VIF of a VM running as `domid`: PV
-/// `vif<domid>.<devid>`, emulated `tap<domid>.<devid>`, and xl's `vifname=`
-/// (`<name>` and `<name>-emu`) when the hotplug script recorded one.
+/// `vif<domid>.<devid>`, emulated `tap<domid>.<devid>` (XAPI's name) or
+/// `vif<domid>.<devid>-emu` (libxl's), and xl's `vifname=` (`<name>` and
+/// `<name>-emu`) when the hotplug script recorded one.
 pub fn backend_devices(domid: i64, vif: &db::Record) -> Vec<String> {
     let dev = s(vif, "device");
-    let mut out = vec![format!("vif{domid}.{dev}"), format!("tap{domid}.{dev}")];
+    let mut out = vec![
+        format!("vif{domid}.{dev}"),
+        format!("tap{domid}.{dev}"),
+        format!("vif{domid}.{dev}-emu"),
+    ];
     if let Some(n) = db::mget(vif, "other_config", VIFNAME_KEY).filter(|n| !n.is_empty()) {
         out.push(n.to_string());
         out.push(format!("{n}-emu"));

@@ -102,7 +102,13 @@ fn a_changed_bridge_moves_the_vif_and_vifname_is_kept() {
     assert_eq!(mget(&r, "other_config", "xnet-vifname"), Some("web1-eth0"));
     assert_eq!(
         xnet_model::hotplug::backend_devices(7, &r),
-        vec!["vif7.0", "tap7.0", "web1-eth0", "web1-eth0-emu"]
+        vec![
+            "vif7.0",
+            "tap7.0",
+            "vif7.0-emu",
+            "web1-eth0",
+            "web1-eth0-emu"
+        ]
     );
 }
 
