@@ -5,6 +5,7 @@ mod errors;
 mod printer;
 mod records;
 mod transport;
+mod xl_import;
 
 use records::{Cls, Fld, Set, Src};
 use std::collections::{BTreeMap, HashMap};
@@ -849,6 +850,59 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             let v = ctx.call("VIF.create", vec![Value::Struct(m)])?;
             print_uuid(ctx, "VIF", &v)?;
         }
+        "vif-import-xl" => {
+            let vm = ctx.by_uuid("VM", a.need("vm-uuid")?)?;
+            let specs =
+                match (a.get("vif"), a.get("filename")) {
+                    (Some(v), None) => xnet_xl::parse_vif(v).map(|v| vec![v]),
+                    (None, Some(f)) => {
+                        let text = std::fs::read_to_string(f)
+                            .map_err(|e| Fail(format!("Cannot read {f}: {e}\n")))?;
+                        xnet_xl::parse_vif_setting(&text)
+                    }
+                    _ => return Err(Fail(
+                        "This operation requires exactly one of the parameters vif= or filename=\n"
+                            .into(),
+                    )),
+                }
+                .map_err(|e| Fail(format!("{e}\n")))?;
+            let planned = xl_import::plan(&specs).map_err(|e| Fail(format!("{e}\n")))?;
+            // Every network first, so a bad bridge creates nothing.
+            let mut nets = vec![];
+            for p in &planned {
+                let q = format!("field \"bridge\" = \"{}\"", p.bridge);
+                let found = ctx.call("network.get_all_records_where", vec![s(&q)])?;
+                let net = match &found {
+                    Value::Struct(m) => m.keys().next().cloned(),
+                    _ => None,
+                };
+                let net = net.ok_or_else(|| {
+                    Fail(format!("No network has bridge {}: create it first (xe network-create, xe vlan-create)\n", p.bridge))
+                })?;
+                let mtu = ctx.call("network.get_MTU", vec![s(&net)])?;
+                nets.push((net, mtu));
+            }
+            let mut made = vec![];
+            for (p, (net, mtu)) in planned.into_iter().zip(nets) {
+                let mut m = p.fields;
+                m.insert("network".to_string(), s(&net));
+                m.insert("VM".to_string(), s(&vm));
+                m.entry("MTU".to_string()).or_insert(mtu);
+                match ctx.call("VIF.create", vec![Value::Struct(m)]) {
+                    Ok(v) => made.push(v),
+                    Err(e) => {
+                        // All or nothing: the VIFs made so far go again.
+                        for v in made {
+                            let _ = ctx.call("VIF.destroy", vec![v]);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            for v in made {
+                print_uuid(ctx, "VIF", &v)?;
+            }
+        }
         "vif-destroy" | "vif-plug" | "vif-unplug" => {
             let v = ctx.by_uuid("VIF", a.need("uuid")?)?;
             let m = match cmd {
@@ -958,6 +1012,7 @@ fn help() -> String {
         "network-sriov-create",
         "network-sriov-destroy",
         "vif-create",
+        "vif-import-xl",
         "vif-destroy",
         "vif-plug",
         "vif-unplug",
