@@ -3,6 +3,7 @@
 //! is printed beside a baseline measured in the same run.
 
 mod realize;
+mod vif;
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -399,6 +400,13 @@ fn main() -> Result<()> {
             let quick = std::env::args().any(|a| a == "--quick");
             realize::bench(n, if quick { n.min(200) } else { n })
         }
-        _ => bail!("usage: xnet-bench api | realize [N] [--quick]"),
+        Some("vif") => {
+            let n = std::env::args()
+                .nth(2)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(1000);
+            vif::bench(n, n.min(100))
+        }
+        _ => bail!("usage: xnet-bench api | realize [N] [--quick] | vif [N]"),
     }
 }

@@ -10,13 +10,13 @@ use xapi_wire::{MethodCall, Response, Value};
 use xnet_model::{ApiError, Db};
 
 /// A namespace with its own ovsdb-server and ovs-vswitchd, removed on drop.
-struct OvsHost {
-    ns: String,
-    dir: std::path::PathBuf,
+pub(crate) struct OvsHost {
+    pub ns: String,
+    pub dir: std::path::PathBuf,
     procs: Vec<Child>,
 }
 impl OvsHost {
-    fn new(tag: &str, nics: usize) -> Result<OvsHost> {
+    pub fn new(tag: &str, nics: usize) -> Result<OvsHost> {
         let ns = format!("xbench{tag}{}", std::process::id());
         let dir = std::env::temp_dir().join(&ns);
         let _ = std::fs::remove_dir_all(&dir);
@@ -94,10 +94,10 @@ impl OvsHost {
         self.procs.push(c);
         Ok(())
     }
-    fn db(&self) -> String {
+    pub fn db(&self) -> String {
         format!("unix:{}", self.dir.join("db.sock").display())
     }
-    fn vsctl(&self, args: &[&str]) -> Result<()> {
+    pub fn vsctl(&self, args: &[&str]) -> Result<()> {
         let mut a = vec!["ip", "netns", "exec", &self.ns, "ovs-vsctl"];
         let db = format!("--db={}", self.db());
         a.push(&db);
@@ -116,7 +116,7 @@ impl Drop for OvsHost {
     }
 }
 
-fn run(a: &[&str]) -> Result<()> {
+pub(crate) fn run(a: &[&str]) -> Result<()> {
     let out = Command::new(a[0])
         .args(&a[1..])
         .output()
@@ -141,6 +141,81 @@ struct AgentRealizer(Arc<xnet_agent::Agent>);
 impl xnet_api::Realizer for AgentRealizer {
     fn realize(&self, h: &str, g: u64) -> Result<(), ApiError> {
         self.0.realize(h, g)
+    }
+}
+
+/// A host namespace with OVS, installed with `nics` NICs (eth0 the
+/// management NIC), an agent and an API server in this process.
+pub(crate) struct XnetHost {
+    pub host: OvsHost,
+    pub store: Arc<xnet_store::Store<xnet_model::Record>>,
+    pub hostref: String,
+    pub settings: xnet_agent::Settings,
+    pub agent: Arc<xnet_agent::Agent>,
+    pub api: Arc<xnet_api::Api>,
+}
+
+impl XnetHost {
+    pub fn start(tag: &str, nics: usize) -> Result<XnetHost> {
+        let host = OvsHost::new(tag, nics)?;
+        let store = Arc::new(xnet_store::Store::in_memory(xnet_store::Options {
+            volatile_tables: xnet_api::volatile_tables(),
+            ..Default::default()
+        }));
+        let hostref = xnet_rtnl::netns::run_in(&host.ns, || -> Result<String> {
+            let nics = (0..nics)
+                .map(|i| xnet_model::host::Nic {
+                    device: format!("eth{i}"),
+                    mac: format!("52:54:00:00:40:{i:02x}"),
+                    position: i as u32,
+                    carrier: true,
+                    speed_mbps: 0,
+                    duplex_full: false,
+                    driver: String::new(),
+                })
+                .collect();
+            let setup = xnet_model::install::Setup {
+                hostname: "bench".into(),
+                backend: "openvswitch".into(),
+                nics,
+                management: xnet_model::install::Management {
+                    device: Some("eth0".into()),
+                    mode: "static".into(),
+                    ip: "10.98.0.2".into(),
+                    netmask: "255.255.255.0".into(),
+                    ..Default::default()
+                },
+            };
+            let (h, _) = store
+                .write(|t| {
+                    let mut t = xnet_api::tables::TxnTables(t);
+                    xnet_model::install::install(&mut Db::new(&mut t), &setup)
+                })
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(h)
+        })??;
+        let settings = xnet_agent::Settings {
+            ovsdb: host.db(),
+            datapath_type: "netdev".into(),
+            resolv_conf: host.dir.join("resolv.conf"),
+            nic_prefixes: vec!["eth".into()],
+            run_dir: host.dir.clone(),
+            ovs_rundir: None,
+        };
+        let agent = xnet_rtnl::netns::run_in(&host.ns, || {
+            xnet_agent::Agent::start(store.clone(), hostref.clone(), settings.clone())
+        })??;
+        let mut users = xnet_api::Users::default();
+        users.set("root", "pw", xnet_api::Role::PoolAdmin)?;
+        let api = xnet_api::Api::new(store.clone(), users, Arc::new(AgentRealizer(agent.clone())));
+        Ok(XnetHost {
+            host,
+            store,
+            hostref,
+            settings,
+            agent,
+            api,
+        })
     }
 }
 
@@ -173,66 +248,14 @@ pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
     let floor_total = t.elapsed();
     drop(floor);
 
-    let host = OvsHost::new("x", 2)?;
-    let store = Arc::new(xnet_store::Store::in_memory(xnet_store::Options {
-        volatile_tables: xnet_api::volatile_tables(),
-        ..Default::default()
-    }));
-    let hostref = xnet_rtnl::netns::run_in(&host.ns, || -> Result<String> {
-        let nics = vec![
-            xnet_model::host::Nic {
-                device: "eth0".into(),
-                mac: "52:54:00:00:40:00".into(),
-                position: 0,
-                carrier: true,
-                speed_mbps: 0,
-                duplex_full: false,
-                driver: String::new(),
-            },
-            xnet_model::host::Nic {
-                device: "eth1".into(),
-                mac: "52:54:00:00:40:01".into(),
-                position: 1,
-                carrier: true,
-                speed_mbps: 0,
-                duplex_full: false,
-                driver: String::new(),
-            },
-        ];
-        let setup = xnet_model::install::Setup {
-            hostname: "bench".into(),
-            backend: "openvswitch".into(),
-            nics,
-            management: xnet_model::install::Management {
-                device: Some("eth0".into()),
-                mode: "static".into(),
-                ip: "10.98.0.2".into(),
-                netmask: "255.255.255.0".into(),
-                ..Default::default()
-            },
-        };
-        let (h, _) = store
-            .write(|t| {
-                let mut t = xnet_api::tables::TxnTables(t);
-                xnet_model::install::install(&mut Db::new(&mut t), &setup)
-            })
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(h)
-    })??;
-    let settings = xnet_agent::Settings {
-        ovsdb: host.db(),
-        datapath_type: "netdev".into(),
-        resolv_conf: host.dir.join("resolv.conf"),
-        nic_prefixes: vec!["eth".into()],
-        run_dir: host.dir.clone(),
-        ovs_rundir: None,
-    };
-    let agent = xnet_rtnl::netns::run_in(&host.ns, || {
-        xnet_agent::Agent::start(store.clone(), hostref.clone(), settings.clone())
-    })??;
-    let mut users = xnet_api::Users::default();
-    users.set("root", "pw", xnet_api::Role::PoolAdmin)?;
-    let api = xnet_api::Api::new(store.clone(), users, Arc::new(AgentRealizer(agent.clone())));
+    let XnetHost {
+        host,
+        store,
+        hostref,
+        settings,
+        agent,
+        api,
+    } = XnetHost::start("x", 2)?;
     let eth1 = store
         .read(|v| {
             v.iter("PIF")
