@@ -10,7 +10,7 @@
 //! flow by hand is repaired too.
 
 use crate::compile::{Bridge, Desired};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -454,7 +454,12 @@ pub struct Flows {
     rundir: PathBuf,
     bridges: BTreeMap<String, Have>,
     warned: BTreeSet<String>,
+    /// The rules last compiled per backend device, reused while its spec
+    /// and port stay the same: a pass compiles only what changed.
+    compiled: RuleCache,
 }
+
+type RuleCache = HashMap<String, (VifSpec, u32, Vec<FlowMod>, Option<MeterMod>)>;
 
 /// The OVS run directory: an explicit setting, else the OVSDB socket's
 /// directory (where vswitchd puts `<bridge>.mgmt` next to `db.sock`).
@@ -475,6 +480,7 @@ impl Flows {
             rundir,
             bridges: BTreeMap::new(),
             warned: BTreeSet::new(),
+            compiled: HashMap::new(),
         }
     }
 
@@ -497,7 +503,7 @@ impl Flows {
                 }
             }
         }
-        let wants = want(&desired.bridges, &desired.vifs, ofports);
+        let wants = want(&desired.bridges, &desired.vifs, ofports, &mut self.compiled);
         self.bridges.retain(|b, _| wants.contains_key(b));
         let mut writes = 0;
         let mut errors = BTreeMap::new();
@@ -540,7 +546,9 @@ fn want(
     bridges: &BTreeMap<String, Bridge>,
     vifs: &[VifSpec],
     ofports: &BTreeMap<String, i64>,
+    cache: &mut RuleCache,
 ) -> BTreeMap<String, Want> {
+    let mut old = std::mem::take(cache);
     let mut out: BTreeMap<String, Want> = BTreeMap::new();
     for name in bridges.keys() {
         out.entry(name.clone())
@@ -559,7 +567,15 @@ fn want(
         else {
             continue;
         };
-        let (flows, meter) = rules(spec, port);
+        let entry = match old.remove(&spec.device) {
+            Some(e) if e.0 == *spec && e.1 == port => e,
+            _ => {
+                let (flows, meter) = rules(spec, port);
+                (spec.clone(), port, flows, meter)
+            }
+        };
+        let (_, _, flows, meter) = cache.entry(spec.device.clone()).or_insert(entry);
+        let (flows, meter) = (flows.clone(), *meter);
         if let Some(m) = meter {
             w.meters.insert(m.meter_id, (m.rate_kbps, m.burst_kb));
         }
@@ -596,7 +612,8 @@ fn sync(
     }
     let conn = have.conn.as_mut().expect("connected");
     let stale = have.read_at.is_none_or(|t| t.elapsed() >= MAX_CACHE_AGE);
-    if !have.known || full || stale {
+    let dumped = !have.known || full || stale;
+    if dumped {
         let dumped = conn
             .dump_flows(&FlowFilter {
                 cookie: COOKIE_TAG,
@@ -650,12 +667,19 @@ fn sync(
         }));
     }
     let mut deletes = vec![];
+    let mut changed = vec![];
     for (&cookie, flows) in &want.flows {
-        let keys: BTreeSet<String> = flows.iter().map(key_of).collect();
         let cur = have.flows.get(&cookie);
+        // A cookie is a hash of its whole rule set: between dumps, one the
+        // agent wrote itself is trusted to be there in full.
+        if !dumped && cur.is_some() {
+            continue;
+        }
+        let keys: BTreeSet<String> = flows.iter().map(key_of).collect();
         if cur.is_some_and(|c| c.keys().eq(keys.iter())) {
             continue;
         }
+        changed.push(cookie);
         // Adding a flow with an existing match and priority replaces it, so
         // re-adding the whole set repairs any missing or altered member.
         msgs.extend(flows.iter().cloned().map(Msg::Flow));
@@ -711,17 +735,14 @@ fn sync(
     let sent = conn.send(&msgs);
     match sent {
         Ok(()) => {
-            have.flows = want
-                .flows
-                .iter()
-                .map(|(c, fl)| {
-                    let set = fl
-                        .iter()
-                        .map(|f| (key_of(f), Some((f.table, f.priority, f.matches.clone()))))
-                        .collect();
-                    (*c, set)
-                })
-                .collect();
+            have.flows.retain(|c, _| want.flows.contains_key(c));
+            for c in changed {
+                let set = want.flows[&c]
+                    .iter()
+                    .map(|f| (key_of(f), Some((f.table, f.priority, f.matches.clone()))))
+                    .collect();
+                have.flows.insert(c, set);
+            }
             have.meters = want.meters.clone();
             Ok(n)
         }

@@ -58,6 +58,7 @@ pub fn ofports(
     wait: Duration,
 ) -> Result<BTreeMap<String, i64>, OvsdbError> {
     let deadline = Instant::now() + wait;
+    let wanted: std::collections::HashSet<&str> = ifaces.iter().map(String::as_str).collect();
     loop {
         c.poll()?;
         // -1 is vswitchd's answer for a port it could not add: no waiting.
@@ -66,10 +67,7 @@ pub fn ofports(
                 .filter_map(|(_, row)| {
                     let name = row["name"].as_str()?;
                     let port = opt_int(&row["ofport"])?;
-                    ifaces
-                        .iter()
-                        .any(|i| i == name)
-                        .then(|| (name.to_string(), port))
+                    wanted.contains(name).then(|| (name.to_string(), port))
                 })
                 .collect()
         });
