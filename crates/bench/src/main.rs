@@ -6,7 +6,7 @@ mod realize;
 mod vif;
 
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,21 +48,9 @@ impl Conn {
             method: method.into(),
             params,
         });
-        write!(self.w, "POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{}", body.len(), body)?;
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            self.r.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse()?;
-            }
-        }
-        let mut buf = vec![0u8; len];
-        self.r.read_exact(&mut buf)?;
-        Ok(buf)
+        self.w
+            .write_all(&xapi_wire::http::post("/RPC2", "text/xml", &body))?;
+        Ok(xapi_wire::http::read_response(&mut self.r)?)
     }
 }
 

@@ -64,22 +64,23 @@ impl OvsHost {
         wait(|| dir.join("vs.ctl").exists())?;
         Ok(h)
     }
-    /// A baseline host: one NIC on `xenbr0`, the bridge VLANs hang off.
-    fn with_parent(tag: &str) -> Result<OvsHost> {
-        let h = OvsHost::new(tag, 1)?;
-        h.vsctl(&[
-            "add-br",
-            "xenbr0",
-            "--",
-            "set",
-            "bridge",
-            "xenbr0",
-            "datapath_type=netdev",
-            "--",
-            "add-port",
-            "xenbr0",
-            "eth0",
-        ])?;
+    /// A baseline host: a `xenbr0` (userspace datapath) holding its
+    /// `nics` NICs, as a XAPI host's first bridge.
+    pub fn with_xenbr0(tag: &str, nics: usize) -> Result<OvsHost> {
+        let h = OvsHost::new(tag, nics)?;
+        let mut args: Vec<String> = "add-br xenbr0 -- set bridge xenbr0 datapath_type=netdev"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        for i in 0..nics {
+            args.extend([
+                "--".into(),
+                "add-port".into(),
+                "xenbr0".into(),
+                format!("eth{i}"),
+            ]);
+        }
+        h.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(h)
     }
     fn spawn(&mut self, argv: &[&str]) -> Result<()> {
@@ -222,7 +223,7 @@ impl XnetHost {
 pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
     println!("xnet-bench realize: {n} VLAN networks on one host (userspace datapath), API call -> realized in OVS");
     // Baseline: one ovs-vsctl per VLAN, as xcp-networkd does, in a fresh host.
-    let base = OvsHost::with_parent("b")?;
+    let base = OvsHost::with_xenbr0("b", 1)?;
     let t = Instant::now();
     for tag in 1..=baseline_n {
         let br = format!("xapi{tag}");
@@ -232,7 +233,7 @@ pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
     drop(base);
     // The floor: all n fake bridges in one ovs-vsctl transaction, waiting
     // for ovs-vswitchd once: what vswitchd itself needs for them.
-    let floor = OvsHost::with_parent("f")?;
+    let floor = OvsHost::with_xenbr0("f", 1)?;
     let mut args: Vec<String> = vec![];
     for tag in 1..=n {
         args.extend([

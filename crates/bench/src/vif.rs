@@ -135,30 +135,37 @@ pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
             let dev = format!("vif{dom}.0");
             rt.create_veth(&dev, &format!("g{dom}"))?;
             let t0 = Instant::now();
-            loop {
+            let late = || -> Result<()> {
                 if t0.elapsed() > Duration::from_secs(30) {
                     bail!("{dev}: not realized after 30 s");
                 }
-                if let Some(port) = ofport(&c, &dev)? {
-                    if of.is_none() {
-                        of = Some(Conn::connect_unix(
-                            &dir.join(format!("{bridge}.mgmt")),
-                            Duration::from_secs(5),
-                        )?);
-                    }
-                    let (cookie, count) = want(dom, port);
-                    let flows = of.as_mut().expect("connected").dump_flows(&FlowFilter {
-                        table: TABLE_ALL,
-                        out_port: PORT_ANY,
-                        cookie,
-                        cookie_mask: u64::MAX,
-                        matches: vec![Field::InPort(port)],
-                    })?;
-                    if flows.len() >= count {
-                        break;
-                    }
-                }
                 std::thread::sleep(Duration::from_micros(100));
+                Ok(())
+            };
+            // The port first; then its flows, whose cookie it determines.
+            let port = loop {
+                match ofport(&c, &dev)? {
+                    Some(p) => break p,
+                    None => late()?,
+                }
+            };
+            let (cookie, count) = want(dom, port);
+            if of.is_none() {
+                of = Some(Conn::connect_unix(
+                    &dir.join(format!("{bridge}.mgmt")),
+                    Duration::from_secs(5),
+                )?);
+            }
+            let of = of.as_mut().expect("connected");
+            let filter = FlowFilter {
+                table: TABLE_ALL,
+                out_port: PORT_ANY,
+                cookie,
+                cookie_mask: u64::MAX,
+                matches: vec![Field::InPort(port)],
+            };
+            while of.dump_flows(&filter)?.len() < count {
+                late()?;
             }
             out.push(t0.elapsed());
         }
@@ -168,16 +175,7 @@ pub fn bench(n: usize, baseline_n: usize) -> Result<()> {
     x.agent.stop();
     drop(x);
 
-    let base = OvsHost::new("vb", 0)?;
-    base.vsctl(&[
-        "add-br",
-        "xenbr0",
-        "--",
-        "set",
-        "bridge",
-        "xenbr0",
-        "datapath_type=netdev",
-    ])?;
+    let base = OvsHost::with_xenbr0("vb", 0)?;
     let bdir = base.dir.clone();
     let bdb = base.db();
     let mut base_samples = xnet_rtnl::netns::run_in(&base.ns, || -> Result<Vec<Duration>> {

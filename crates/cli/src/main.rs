@@ -872,14 +872,18 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             for p in &planned {
                 let q = format!("field \"bridge\" = \"{}\"", p.bridge);
                 let found = ctx.call("network.get_all_records_where", vec![s(&q)])?;
-                let net = match &found {
-                    Value::Struct(m) => m.keys().next().cloned(),
+                // The record carries the MTU a VIF without mtu= takes.
+                let net = match found {
+                    Value::Struct(m) => m.into_iter().next(),
                     _ => None,
                 };
-                let net = net.ok_or_else(|| {
+                let (net, rec) = net.ok_or_else(|| {
                     Fail(format!("No network has bridge {}: create it first (xe network-create, xe vlan-create)\n", p.bridge))
                 })?;
-                let mtu = ctx.call("network.get_MTU", vec![s(&net)])?;
+                let mtu = match rec {
+                    Value::Struct(r) => r.get("MTU").cloned().unwrap_or(Value::Int(1500)),
+                    _ => Value::Int(1500),
+                };
                 nets.push((net, mtu));
             }
             let mut made = vec![];

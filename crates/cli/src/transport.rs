@@ -1,7 +1,7 @@
 //! JSON-RPC calls to xnetd: plain HTTP on the local unix socket, or HTTPS
 //! (or `--nossl` HTTP) to `-s host -p port`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
 use xapi_wire::jsonrpc::{self, Request, Version};
 use xapi_wire::{MethodCall, Response, Value};
@@ -111,12 +111,15 @@ impl Client {
         };
         self.next_id += 1;
         let body = jsonrpc::encode_request(&req);
-        let head = format!("POST /jsonrpc HTTP/1.1\r\nHost: xe\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
         let t = |e: std::io::Error| {
             CallError::Transport(format!("connection to the server failed: {e}"))
         };
         self.stream
-            .write_all(format!("{head}{body}").as_bytes())
+            .write_all(&xapi_wire::http::post(
+                "/jsonrpc",
+                "application/json",
+                &body,
+            ))
             .map_err(t)?;
         self.stream.flush().map_err(t)?;
         let body = self.read_response().map_err(t)?;
@@ -131,24 +134,7 @@ impl Client {
             s: &mut self.stream,
             pending: std::mem::take(&mut self.reader_buf),
         });
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "server closed the connection",
-                ));
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; len];
-        r.read_exact(&mut body)?;
+        let body = xapi_wire::http::read_response(&mut r)?;
         let rest = r.buffer().to_vec();
         drop(r);
         self.reader_buf = rest;

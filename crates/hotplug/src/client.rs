@@ -2,7 +2,7 @@
 //! JSON-RPC call in a session of the local superuser.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -67,29 +67,13 @@ impl Xnetd {
         };
         self.next += 1;
         let body = jsonrpc::encode_request(&req);
-        let msg = format!(
-            "POST /jsonrpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.s.write_all(msg.as_bytes())?;
+        self.s.write_all(&xapi_wire::http::post(
+            "/jsonrpc",
+            "application/json",
+            &body,
+        ))?;
         // One request at a time, so a fresh reader loses nothing.
-        let mut r = BufReader::new(&self.s);
-        let mut len = None;
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                return Err(ClientError::Protocol("connection closed".into()));
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse::<usize>().ok();
-            }
-        }
-        let len = len.ok_or_else(|| ClientError::Protocol("no Content-Length".into()))?;
-        let mut body = vec![0; len];
-        r.read_exact(&mut body)?;
+        let body = xapi_wire::http::read_response(&mut BufReader::new(&self.s))?;
         match jsonrpc::parse_response(&body).map_err(|e| ClientError::Protocol(e.to_string()))? {
             Response::Success(v) => Ok(v),
             Response::Failure(e) => Err(ClientError::Api(e)),

@@ -33,11 +33,7 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             // libxl waits for hotplug-status: say why before giving up.
-            let key = |k: &str| format!("{}/{k}", call.xenbus_path);
-            if call.action == script::Action::Attach {
-                let _ = xs.write(&key("hotplug-error"), &e.to_string());
-                let _ = xs.write(&key("hotplug-status"), "error");
-            }
+            let _ = script::report_failure(&call, xs.as_mut(), &e.to_string());
             fail(&e.to_string())
         }
     };

@@ -174,11 +174,7 @@ pub fn run(
                     xs.rm(&call.key("hotplug-error"))?;
                     xs.write(&call.key("hotplug-status"), "connected")?;
                 }
-                Err(e) => {
-                    // libxl reports hotplug-error to the user and gives up.
-                    xs.write(&call.key("hotplug-error"), &e.to_string())?;
-                    xs.write(&call.key("hotplug-status"), "error")?;
-                }
+                Err(e) => report_failure(call, xs, &e.to_string())?,
             }
             r
         }
@@ -203,6 +199,16 @@ pub fn run(
     }
 }
 
+/// Tells libxl an attach failed and why (it shows `hotplug-error` to the
+/// user and gives up on the device). Detaching has nobody waiting.
+pub fn report_failure(call: &Call, xs: &mut dyn XenStore, why: &str) -> Result<(), XsError> {
+    if call.action == Action::Attach {
+        xs.write(&call.key("hotplug-error"), why)?;
+        xs.write(&call.key("hotplug-status"), "error")?;
+    }
+    Ok(())
+}
+
 /// `/local/domain/<domid>/vm` is `/vm/<uuid>`; libxl also keeps the uuid in
 /// the backend's `frontend` domain path. None when the domain is gone.
 fn vm_uuid(xs: &mut dyn XenStore, call: &Call) -> Result<Option<String>, ScriptError> {
@@ -225,7 +231,7 @@ fn attach(call: &Call, xs: &mut dyn XenStore, api: &mut dyn Api) -> Result<(), S
             .ok_or_else(|| ScriptError::MissingKey(call.key(k)))
     };
     let mac = need("mac")?;
-    let mut p = BTreeMap::new();
+    let mut p: BTreeMap<String, String> = BTreeMap::new();
     let frontend = need("frontend-id")?;
     if frontend.trim() != call.domid.to_string() {
         return Err(ScriptError::BadValue {
@@ -239,14 +245,14 @@ fn attach(call: &Call, xs: &mut dyn XenStore, api: &mut dyn Api) -> Result<(), S
     let name = xs
         .read(&format!("/local/domain/{}/name", call.domid))?
         .unwrap_or_default();
-    p.insert("vm_uuid", uuid);
-    p.insert("vm_name", name);
-    p.insert("domid", call.domid.to_string());
-    p.insert("device", call.devid.to_string());
-    p.insert("mac", mac);
+    p.insert("vm_uuid".into(), uuid);
+    p.insert("vm_name".into(), name);
+    p.insert("domid".into(), call.domid.to_string());
+    p.insert("device".into(), call.devid.to_string());
+    p.insert("mac".into(), mac);
     for k in ["bridge", "ip"] {
         if let Some(v) = xs.read(&call.key(k))? {
-            p.insert(k, v);
+            p.insert(k.into(), v);
         }
     }
     if let Some(rate) = xs.read(&call.key("rate"))? {
@@ -255,15 +261,14 @@ fn attach(call: &Call, xs: &mut dyn XenStore, api: &mut dyn Api) -> Result<(), S
             value: rate.clone(),
             why,
         })?;
-        p.insert("rate_kbps", kbps.to_string());
-        p.insert("timeslice_us", usecs.to_string());
+        p.insert("rate_kbps".into(), kbps.to_string());
+        p.insert("timeslice_us".into(), usecs.to_string());
     }
     // A device libxl named after xl's vifname= (or its -emu twin).
     if !default_names(call.domid, call.devid).contains(&call.dev) {
         let base = call.dev.strip_suffix("-emu").unwrap_or(&call.dev);
-        p.insert("vifname", base.to_string());
+        p.insert("vifname".into(), base.to_string());
     }
-    let p: BTreeMap<String, String> = p.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     api.call("VIF.xnet_hotplug", &p)?;
     Ok(())
 }

@@ -12,7 +12,7 @@
 use crate::calls::{a_map, p, Registry, P};
 use crate::db::{self, s, Db, Read};
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{VIF_METRICS, VM};
+use crate::schema::VM;
 use xapi_wire::Value;
 
 /// libxl's bridge when a vif= setting names none.
@@ -89,11 +89,14 @@ fn network_of_bridge(d: &impl Read, bridge: &str) -> ApiResult<String> {
 fn split_ips(ip: &str) -> ApiResult<(Vec<String>, Vec<String>)> {
     let (mut v4, mut v6) = (vec![], vec![]);
     for a in ip.split([' ', ',']).filter(|a| !a.is_empty()) {
-        let ok = a.parse::<std::net::IpAddr>().is_ok() || crate::helpers::parse_cidr(a).is_some();
-        if !ok {
-            return Err(ApiError::new("INVALID_IP_ADDRESS_SPECIFIED", &["ip"]));
-        }
-        if a.contains(':') { &mut v6 } else { &mut v4 }.push(a.to_string());
+        let (field, list) = if a.contains(':') {
+            ("ipv6_allowed", &mut v6)
+        } else {
+            ("ipv4_allowed", &mut v4)
+        };
+        crate::vif::check_allowed(field, a)
+            .map_err(|_| ApiError::new("INVALID_IP_ADDRESS_SPECIFIED", &["ip"]))?;
+        list.push(a.to_string());
     }
     Ok((v4, v6))
 }
@@ -135,34 +138,26 @@ fn online(d: &mut Db, p: &Params) -> ApiResult<String> {
         .find(|v| d.tables().get("VIF", v).map(|r| s(r, "device")) == Some(device.as_str()));
     let vif = match existing {
         Some(v) => {
+            // What xenstore says of the device is what the guest has now.
+            crate::vif::check_mac_free(d, &mac, &net, Some(&v))?;
             if s(d.rec("VIF", &v)?, "network") != net {
                 d.set("VIF", &v, "network", db::vs(&net))?;
             }
             v
         }
         None => {
-            let metrics = d.create(&VIF_METRICS, vec![]);
-            d.create(
-                &crate::schema::VIF,
-                vec![
-                    ("VM", db::vs(&vm)),
-                    ("network", db::vs(&net)),
-                    ("device", db::vs(&device)),
-                    ("MTU", Value::Int(db::i(d.rec("network", &net)?, "MTU"))),
-                    ("metrics", db::vs(metrics)),
-                    ("qos_supported_algorithms", db::sset(&["ratelimit"])),
-                    ("other_config", db::smap(&[ORIGIN])),
-                ],
-            )
+            let mtu = db::i(d.rec("network", &net)?, "MTU");
+            let args = [
+                ("VM", db::vs(&vm)),
+                ("network", db::vs(&net)),
+                ("device", db::vs(&device)),
+                ("MAC", db::vs(&mac)),
+                ("MTU", Value::Int(mtu)),
+                ("other_config", db::smap(&[ORIGIN])),
+            ];
+            crate::vif::create(d, args.map(|(k, v)| (k.to_string(), v)).into())?
         }
     };
-    // What xenstore says of the device is what the guest has now.
-    let other = d.find("VIF", &|r| {
-        s(r, "network") == net && s(r, "MAC").eq_ignore_ascii_case(&mac)
-    });
-    if let Some(o) = other.into_iter().find(|o| *o != vif) {
-        return Err(ApiError::new("MAC_ALREADY_IN_USE", &[&mac, &net, &o]));
-    }
     let locked = !v4.is_empty() || !v6.is_empty();
     d.update("VIF", &vif, |r| {
         r.insert("MAC".into(), db::vs(&mac));
@@ -175,10 +170,9 @@ fn online(d: &mut Db, p: &Params) -> ApiResult<String> {
         match kbps {
             Some(k) => {
                 r.insert("qos_algorithm_type".into(), db::vs("ratelimit"));
-                let mut q = vec![("kbps".to_string(), k.to_string())];
-                q.extend(timeslice.map(|t| ("timeslice_us".to_string(), t.to_string())));
-                let q: Vec<(&str, &str)> =
-                    q.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                let (k, t) = (k.to_string(), timeslice.map(|t| t.to_string()));
+                let mut q = vec![("kbps", k.as_str())];
+                q.extend(t.as_deref().map(|t| ("timeslice_us", t)));
                 r.insert("qos_algorithm_params".into(), db::smap(&q));
             }
             None if db::mget(r, "qos_algorithm_params", "kbps").is_some()
@@ -190,18 +184,10 @@ fn online(d: &mut Db, p: &Params) -> ApiResult<String> {
             }
             None => {}
         }
-        let mut oc = match r.get("other_config") {
-            Some(Value::Struct(m)) => m.clone(),
-            _ => db::Map::new(),
-        };
-        if vifname.is_empty() {
-            oc.remove(VIFNAME_KEY);
-        } else {
-            oc.insert(VIFNAME_KEY.into(), db::vs(vifname));
-        }
-        r.insert("other_config".into(), Value::Struct(oc));
         r.insert("currently_attached".into(), Value::Bool(true));
     })?;
+    let name = Some(vifname).filter(|n| !n.is_empty());
+    d.set_map_key("VIF", &vif, "other_config", VIFNAME_KEY, name)?;
     let vmr = d.rec("VM", &vm)?;
     let running_here = s(vmr, "power_state") == "Running"
         && s(vmr, "resident_on") == host

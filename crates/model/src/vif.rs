@@ -162,7 +162,7 @@ pub fn register(reg: &mut Registry) {
     );
 }
 
-fn check_allowed(field: &str, v: &str) -> ApiResult<()> {
+pub(crate) fn check_allowed(field: &str, v: &str) -> ApiResult<()> {
     let ip_ok = v.parse::<std::net::IpAddr>().is_ok() || h::parse_cidr(v).is_some();
     let fam_ok = if field == "ipv4_allowed" {
         !v.contains(':')
@@ -178,7 +178,12 @@ fn check_allowed(field: &str, v: &str) -> ApiResult<()> {
 
 /// Two VIFs with one MAC on one network confuse every switch on it: an
 /// xnet check (XAPI has none), `MAC_ALREADY_IN_USE [mac, network, other VIF]`.
-fn check_mac_free(d: &impl Read, mac: &str, net: &str, this: Option<&str>) -> ApiResult<()> {
+pub(crate) fn check_mac_free(
+    d: &impl Read,
+    mac: &str,
+    net: &str,
+    this: Option<&str>,
+) -> ApiResult<()> {
     let other = d.find("VIF", &|r| {
         s(r, "network") == net && s(r, "MAC").eq_ignore_ascii_case(mac)
     });

@@ -1,6 +1,8 @@
 //! The XenAPI wire dialect: XML-RPC (`POST /`, `/RPC2`) and JSON-RPC 1.0/2.0
-//! (`POST /jsonrpc`). Pure codecs over byte slices and strings; no I/O.
+//! (`POST /jsonrpc`). Codecs over byte slices and strings, and the HTTP
+//! framing of a call over any reader; no sockets.
 
+pub mod http;
 pub mod jsonrpc;
 pub mod stream;
 mod value;
