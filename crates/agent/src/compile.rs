@@ -88,6 +88,18 @@ pub struct Desired {
     pub backends: BTreeSet<String>,
     /// Locking and rate-limit rule sets of the attached VIFs' ports.
     pub vifs: Vec<crate::flows::VifSpec>,
+    /// Backend devices of attached VIFs that do not exist yet, by name,
+    /// with what the bridge gets once they appear: the agent's fast path.
+    pub pending: BTreeMap<String, Pending>,
+}
+
+/// What one backend device adds to an existing bridge when it appears.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub bridge: String,
+    pub port: Port,
+    pub spec: crate::flows::VifSpec,
+    pub ethtool: Vec<(Offload, bool)>,
 }
 
 /// A PIF's `ethtool-speed`, `-duplex`, `-autoneg` and `-advertise` keys, as
@@ -406,6 +418,8 @@ pub fn compile(
 ) -> Desired {
     let d = Reader { t };
     let mut out = Desired::default();
+    let existing: std::collections::HashSet<&str> =
+        existing_links.iter().map(String::as_str).collect();
     let pifs: Vec<(String, Record)> = t
         .scan("PIF")
         .filter(|(_, r)| s(r, "host") == host && b(r, "managed") && b(r, "currently_attached"))
@@ -469,7 +483,9 @@ pub fn compile(
         );
         out.up.push(vbr);
     }
-    // VIFs of running VMs resident here whose backend device exists.
+    // VIFs of running VMs resident here: ports for the backend devices
+    // that exist, the others pending until they appear.
+    let mut absent_devs = vec![];
     for (vref, vif) in t.scan("VIF") {
         if !b(vif, "currently_attached") {
             continue;
@@ -485,13 +501,10 @@ pub fn compile(
         }
         // PV backends are vif<domid>.<devid>; emulated NICs tap<domid>.<devid>
         // (an HVM guest has both until its PV driver takes over).
-        let devs: Vec<String> = xnet_model::hotplug::backend_devices(i(vm, "domid"), vif)
-            .into_iter()
-            .filter(|d| existing_links.contains(d))
-            .collect();
-        if devs.is_empty() {
-            continue;
-        }
+        let (present, absent): (Vec<String>, Vec<String>) =
+            xnet_model::hotplug::backend_devices(i(vm, "domid"), vif)
+                .into_iter()
+                .partition(|d| existing.contains(d.as_str()));
         let nr = net(s(vif, "network"));
         // A disabled VIF passes nothing: its port is not added (§8).
         let Some(locking) = crate::flows::effective_locking(vif, &nr) else {
@@ -508,7 +521,7 @@ pub fn compile(
         let (target, tag) = match fake {
             Some((parent, tag)) => (parent, tag),
             None => {
-                if !out.bridges.contains_key(&nb) && !nb.is_empty() {
+                if !out.bridges.contains_key(&nb) && !nb.is_empty() && !present.is_empty() {
                     // An internal network: a port-less bridge of its own.
                     out.bridges
                         .insert(nb.clone(), new_bridge(&nb, s(&nr, "uuid"), None));
@@ -525,28 +538,49 @@ pub fn compile(
         let vmtu = mget(vif, "other_config", "mtu")
             .and_then(|x| x.parse().ok())
             .unwrap_or_else(|| i(&nr, "MTU"));
-        if let Some(br) = out.bridges.get_mut(&target) {
-            for dev in devs {
-                out.vifs.push(crate::flows::VifSpec::new(
-                    vref,
-                    vif,
-                    &target,
-                    &dev,
-                    locking.clone(),
-                ));
-                let mut port = Port {
-                    tag,
-                    ..plain_port(&dev, vmtu)
-                };
-                port.interfaces[0].external_ids = ext.clone();
-                br.ports.insert(dev.clone(), port);
-                out.backends.insert(dev.clone());
-                // VIF other_config:ethtool-* (xenopsd's vif_udev_keys).
-                out.ethtool.insert(dev.clone(), ethtool_settings(vif));
-                out.up.push(dev);
-            }
+        let port_of = |dev: &str| {
+            let mut port = Port {
+                tag,
+                ..plain_port(dev, vmtu)
+            };
+            port.interfaces[0].external_ids = ext.clone();
+            port
+        };
+        for dev in absent {
+            absent_devs.push((
+                dev.clone(),
+                Pending {
+                    bridge: target.clone(),
+                    port: port_of(&dev),
+                    spec: crate::flows::VifSpec::new(vref, vif, &target, &dev, locking.clone()),
+                    ethtool: ethtool_settings(vif),
+                },
+            ));
+        }
+        let Some(br) = out.bridges.get_mut(&target) else {
+            continue;
+        };
+        for dev in present {
+            out.vifs.push(crate::flows::VifSpec::new(
+                vref,
+                vif,
+                &target,
+                &dev,
+                locking.clone(),
+            ));
+            br.ports.insert(dev.clone(), port_of(&dev));
+            out.backends.insert(dev.clone());
+            // VIF other_config:ethtool-* (xenopsd's vif_udev_keys).
+            out.ethtool.insert(dev.clone(), ethtool_settings(vif));
+            out.up.push(dev);
         }
     }
+    // Only onto bridges that exist (an internal network's comes with the
+    // first device present, whichever VIF it belongs to).
+    out.pending = absent_devs
+        .into_iter()
+        .filter(|(_, p)| out.bridges.contains_key(&p.bridge))
+        .collect();
     // IP configuration on bridge devices.
     for name in out.bridges.keys().cloned().collect::<Vec<_>>() {
         out.addrs.insert(name.clone(), vec![]);
@@ -915,6 +949,13 @@ mod tests {
         let out = compile(&t, &h, &links[1..], &BTreeMap::new());
         assert!(!out.bridges["xenbr0"].ports.contains_key("vif5.0"));
         assert!(out.bridges["xenbr0"].ports.contains_key("tap5.0"));
+        // The missing one waits, with the very port it will get.
+        let p = &out.pending["vif5.0"];
+        assert_eq!(p.bridge, "xenbr0");
+        assert_eq!(p.spec.device, "vif5.0");
+        let full = compile(&t, &h, &links, &BTreeMap::new());
+        assert_eq!(p.port, full.bridges["xenbr0"].ports["vif5.0"]);
+        assert!(full.pending.keys().all(|k| k.ends_with("-emu")));
     }
 
     #[test]

@@ -213,10 +213,19 @@ pub fn police(d: &mut Desired, datapath: &str) {
             .and_then(|b| b.ports.get_mut(&spec.device))
             .and_then(|p| p.interfaces.first_mut());
         if let Some(i) = iface {
-            i.ingress_policing_rate = i64::from(rate.kbit_s);
-            i.ingress_policing_burst = i64::from(rate.burst_kbit);
+            police_iface(i, rate);
         }
     }
+    for p in d.pending.values_mut() {
+        if let (Some(rate), Some(i)) = (p.spec.rate.take(), p.port.interfaces.first_mut()) {
+            police_iface(i, rate);
+        }
+    }
+}
+
+fn police_iface(i: &mut crate::compile::Iface, rate: Rate) {
+    i.ingress_policing_rate = i64::from(rate.kbit_s);
+    i.ingress_policing_burst = i64::from(rate.burst_kbit);
 }
 
 /// The meter of a VIF is numbered after its port.
@@ -496,12 +505,7 @@ impl Flows {
         full: bool,
     ) -> (u64, BTreeMap<String, String>) {
         for spec in &desired.vifs {
-            for w in &spec.warnings {
-                let line = format!("VIF {} ({}): {w}", spec.vif, spec.device);
-                if self.warned.insert(line.clone()) {
-                    eprintln!("xnet-agent: warning: {line}");
-                }
-            }
+            self.warn(spec);
         }
         let wants = want(&desired.bridges, &desired.vifs, ofports, &mut self.compiled);
         self.bridges.retain(|b, _| wants.contains_key(b));
@@ -539,6 +543,80 @@ impl Flows {
             }
         }
         (writes, errors)
+    }
+}
+
+impl Flows {
+    /// Logs a VIF's warnings once each.
+    fn warn(&mut self, spec: &VifSpec) {
+        for w in &spec.warnings {
+            let line = format!("VIF {} ({}): {w}", spec.vif, spec.device);
+            if self.warned.insert(line.clone()) {
+                eprintln!("xnet-agent: warning: {line}");
+            }
+        }
+    }
+
+    /// The fast path: sends one new VIF's meter and flows to its bridge,
+    /// whose state the agent holds from its last read and writes, runs
+    /// `meanwhile` while the switch takes them, and records them as
+    /// written. `None` (nothing sent, `meanwhile` not run) when that state
+    /// is not known or the meter or the rule set's cookie is already in
+    /// use: a whole reconcile must look.
+    pub fn plug<R>(
+        &mut self,
+        spec: &VifSpec,
+        ofport: u32,
+        meanwhile: impl FnOnce() -> R,
+    ) -> Option<(Result<u64, FlowsError>, R)> {
+        self.warn(spec);
+        let have = self.bridges.get_mut(&spec.bridge)?;
+        if !have.known || have.read_at.is_none_or(|t| t.elapsed() >= MAX_CACHE_AGE) {
+            return None;
+        }
+        let conn = have.conn.as_mut()?;
+        let (flows, meter) = rules(spec, ofport);
+        let cookie = flows.first().map(|f| f.cookie);
+        if cookie.is_some_and(|c| have.flows.contains_key(&c))
+            || meter.is_some_and(|m| have.meters.contains_key(&m.meter_id))
+        {
+            return None;
+        }
+        // The meter before the flows that use it.
+        let msgs: Vec<Msg> = meter
+            .map(Msg::Meter)
+            .into_iter()
+            .chain(flows.iter().cloned().map(Msg::Flow))
+            .collect();
+        let (sent, r) = match conn.submit(&msgs) {
+            Ok(batch) => {
+                let r = meanwhile();
+                (conn.finish(batch), r)
+            }
+            Err(e) => (Err(e), meanwhile()),
+        };
+        if let Err(e) = sent {
+            have.known = false;
+            have.conn = None;
+            let e = FlowsError::Switch {
+                bridge: spec.bridge.clone(),
+                source: e,
+            };
+            return Some((Err(e), r));
+        }
+        if let Some(c) = cookie {
+            let set = flows
+                .iter()
+                .map(|f| (key_of(f), Some((f.table, f.priority, f.matches.clone()))))
+                .collect();
+            have.flows.insert(c, set);
+        }
+        if let Some(m) = meter {
+            have.meters.insert(m.meter_id, (m.rate_kbps, m.burst_kb));
+        }
+        self.compiled
+            .insert(spec.device.clone(), (spec.clone(), ofport, flows, meter));
+        Some((Ok(msgs.len() as u64), r))
     }
 }
 

@@ -50,6 +50,27 @@ pub trait Backend: Send {
     ) -> Result<BTreeMap<String, i64>, AgentError> {
         Ok(BTreeMap::new())
     }
+
+    /// The OpenFlow port number a new port on `bridge` should ask for;
+    /// `None` when the port cannot be added alone (a full reconcile must).
+    fn free_ofport(
+        &mut self,
+        _bridge: &str,
+        _port: &compile::Port,
+    ) -> Result<Option<u32>, AgentError> {
+        Ok(None)
+    }
+
+    /// Adds one port to an existing bridge, asking for `ofport`, without
+    /// touching anything else.
+    fn plug(
+        &mut self,
+        _bridge: &str,
+        _port: &compile::Port,
+        _ofport: u32,
+    ) -> Result<(), AgentError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,27 +100,64 @@ pub struct Agent {
     writes: AtomicU64,
     stop: AtomicBool,
     wake: Wake,
+    watched: Mutex<Watched>,
 }
 
-/// Starts the next pass early: set by store commits and by link events.
+/// Backend device names as of the last pass, for the link watcher to sort
+/// events by.
+#[derive(Default)]
+struct Watched {
+    /// Devices of attached VIFs that do not exist yet: their appearance
+    /// takes the fast path.
+    pending: std::collections::HashSet<String>,
+    /// Backend devices in a bridge: their flag changes (vswitchd's, the
+    /// agent's own) need no pass; the timer pass still checks them.
+    attached: std::collections::HashSet<String>,
+}
+
+/// Why the agent thread should act before its timer.
+#[derive(Default)]
+struct Reasons {
+    /// A link event that needs a whole pass.
+    full: bool,
+    /// A store commit.
+    store: bool,
+    /// Pending backend devices that appeared.
+    plugs: Vec<xnet_rtnl::Link>,
+}
+
+/// Starts the agent's next step early: set by store commits and link events.
 #[derive(Default)]
 struct Wake {
-    pending: Mutex<bool>,
+    pending: Mutex<Reasons>,
     cv: Condvar,
 }
 impl Wake {
     fn kick(&self) {
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).full = true;
         self.cv.notify_all();
     }
-    /// Waits for a kick or the timeout; true if kicked.
-    fn wait(&self, timeout: Duration) -> bool {
+    fn commit(&self) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).store = true;
+        self.cv.notify_all();
+    }
+    fn plug(&self, links: Vec<xnet_rtnl::Link>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .plugs
+            .extend(links);
+        self.cv.notify_all();
+    }
+    /// Waits for a reason or the timeout (`None`).
+    fn wait(&self, timeout: Duration) -> Option<Reasons> {
         let g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let (mut g, _) = self
             .cv
-            .wait_timeout_while(g, timeout, |p| !*p)
+            .wait_timeout_while(g, timeout, |r| !r.full && !r.store && r.plugs.is_empty())
             .unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *g, false)
+        let r = std::mem::take(&mut *g);
+        (r.full || r.store || !r.plugs.is_empty()).then_some(r)
     }
 }
 
@@ -155,6 +213,8 @@ struct Pass {
     errors: BTreeMap<String, String>,
     /// OVS internal devices vswitchd has not created yet.
     missing: usize,
+    /// Backend devices the fast path may add.
+    pending: BTreeMap<String, compile::Pending>,
 }
 
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
@@ -179,6 +239,7 @@ impl Agent {
             writes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             wake: Wake::default(),
+            watched: Mutex::new(Watched::default()),
         });
         // Opened here, in the caller's network namespace.
         let links = xnet_rtnl::Monitor::open()?;
@@ -206,7 +267,7 @@ impl Agent {
             let g = self.store.wait_newer(seen, PASS_INTERVAL);
             if g > seen {
                 seen = g;
-                self.wake.kick();
+                self.wake.commit();
             }
         }
     }
@@ -216,8 +277,30 @@ impl Agent {
     fn watch_links(&self, mut m: xnet_rtnl::Monitor) {
         while !self.stop.load(Ordering::SeqCst) {
             match m.recv(Some(PASS_INTERVAL)) {
-                Ok(evs) if evs.is_empty() => {}
-                Ok(_) => self.wake.kick(),
+                Ok(evs) => {
+                    let mut full = false;
+                    let mut plugs = vec![];
+                    {
+                        let w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+                        for ev in evs {
+                            match ev {
+                                xnet_rtnl::Event::NewLink(l) if w.pending.contains(&l.name) => {
+                                    plugs.push(l)
+                                }
+                                // Flags of a port's device (vswitchd's, the
+                                // agent's own writes): the timer pass checks.
+                                xnet_rtnl::Event::NewLink(l) if w.attached.contains(&l.name) => {}
+                                _ => full = true,
+                            }
+                        }
+                    }
+                    if !plugs.is_empty() {
+                        self.wake.plug(plugs);
+                    }
+                    if full {
+                        self.wake.kick();
+                    }
+                }
                 // Lost events (a full socket buffer): a pass reads everything.
                 Err(_) => {
                     self.wake.kick();
@@ -250,6 +333,7 @@ impl Agent {
         let mut full = true;
         while !self.stop.load(Ordering::SeqCst) {
             let generation = self.store.generation();
+            let started = Instant::now();
             let result = self.pass(
                 switch.as_mut(),
                 &mut rt,
@@ -267,6 +351,7 @@ impl Agent {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
+            let mut pending = BTreeMap::new();
             {
                 let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 st.realized = generation;
@@ -274,13 +359,120 @@ impl Agent {
                     Ok(p) => {
                         st.errors = p.errors;
                         st.failure = None;
+                        pending = p.pending;
                     }
                     Err(e) => st.failure = Some(e.to_string()),
                 }
             }
             self.done.notify_all();
-            full = !self.wake.wait(PASS_INTERVAL);
+            // Until the timer or a reason for a whole pass: appearing
+            // backend devices are plugged one by one.
+            full = loop {
+                let left = PASS_INTERVAL.saturating_sub(started.elapsed());
+                let Some(why) = self.wake.wait(left) else {
+                    break true;
+                };
+                if why.full {
+                    break false;
+                }
+                let now = self.store.generation();
+                if now != generation {
+                    if self.shaping_change(generation) {
+                        break false;
+                    }
+                    // Counters, sessions, tasks: what the last pass compiled
+                    // stands for this generation too.
+                    let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                    st.realized = st.realized.max(now);
+                    drop(st);
+                    self.done.notify_all();
+                }
+                let plugged = self.plug(
+                    why.plugs,
+                    &mut pending,
+                    switch.as_mut(),
+                    &mut rt,
+                    &mut flows,
+                );
+                if !matches!(plugged, Ok(true)) {
+                    break false;
+                }
+                let _ = counters.tick(&mut rt, &self.store, &self.host);
+            };
         }
+    }
+
+    /// Whether the store changed since `generation` in anything a pass
+    /// compiles from (true, too, when those events are no longer kept).
+    fn shaping_change(&self, generation: u64) -> bool {
+        match self.store.events_since(generation) {
+            Ok(evs) => evs.iter().any(|e| {
+                !matches!(
+                    e.table.as_str(),
+                    "PIF_metrics" | "VIF_metrics" | "session" | "task"
+                )
+            }),
+            Err(_) => true,
+        }
+    }
+
+    /// The fast path: each backend device that appeared gets its port (one
+    /// OVSDB insert), its rules and its link settings, with no whole-host
+    /// pass. False when one needs more than that (a whole pass follows).
+    fn plug(
+        &self,
+        links: Vec<xnet_rtnl::Link>,
+        pending: &mut BTreeMap<String, compile::Pending>,
+        switch: &mut dyn Backend,
+        rt: &mut xnet_rtnl::Rtnl,
+        flows: &mut flows::Flows,
+    ) -> Result<bool, AgentError> {
+        for l in links {
+            let Some(p) = pending.get(&l.name) else {
+                // A later event of a device this loop already plugged.
+                let w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+                if w.attached.contains(&l.name) {
+                    continue;
+                }
+                return Ok(false);
+            };
+            if !p.ethtool.is_empty() {
+                return Ok(false);
+            }
+            // The device as it will stay before vswitchd opens it: a link
+            // change after would cost vswitchd another reconfiguration.
+            match netif::plug(rt, &l) {
+                Ok(n) => self.writes.fetch_add(n, Ordering::SeqCst),
+                Err(_) => return Ok(false),
+            };
+            let Some(ofport) = switch.free_ofport(&p.bridge, &p.port)? else {
+                return Ok(false);
+            };
+            // The rules first, for the number the port will ask for: its
+            // traffic meets them from the first packet. The port is added
+            // while the switch takes them.
+            let Some((sent, added)) =
+                flows.plug(&p.spec, ofport, || switch.plug(&p.bridge, &p.port, ofport))
+            else {
+                return Ok(false);
+            };
+            added?;
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let Ok(n) = sent else {
+                return Ok(false);
+            };
+            self.writes.fetch_add(n, Ordering::SeqCst);
+            let got = switch.ofports(std::slice::from_ref(&l.name), Duration::from_secs(2))?;
+            if got.get(&l.name) != Some(&i64::from(ofport)) {
+                // Another number: a whole pass moves the rules to it.
+                return Ok(false);
+            }
+            pending.remove(&l.name);
+            let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+            w.pending.remove(&l.name);
+            w.attached.insert(l.name);
+        }
+        Ok(true)
     }
 
     /// One reconcile pass: inventory, compile, OVS, kernel.
@@ -303,6 +495,11 @@ impl Agent {
         flows::police(&mut desired, &self.settings.datapath_type);
         let w = switch.reconcile(&desired.bridges)?;
         self.writes.fetch_add(w, Ordering::SeqCst);
+        {
+            let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+            w.pending = desired.pending.keys().cloned().collect();
+            w.attached = desired.backends.iter().cloned().collect();
+        }
         // VIF flows need the ports' OpenFlow numbers, which vswitchd assigns
         // once it has added them.
         let devs: Vec<String> = desired.vifs.iter().map(|v| v.device.clone()).collect();
@@ -325,7 +522,7 @@ impl Agent {
             .map(|i| i.name.clone())
             .collect();
         let have: std::collections::HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
-        let links = if w > 0 || internal.iter().any(|n| !have.contains(n.as_str())) {
+        let links = if internal.iter().any(|n| !have.contains(n.as_str())) {
             netif::wait_links(rt, &internal, Duration::from_secs(2))?
         } else {
             links
@@ -353,6 +550,7 @@ impl Agent {
         Ok(Pass {
             errors: desired.errors,
             missing,
+            pending: desired.pending,
         })
     }
 

@@ -237,6 +237,16 @@ fn ipv6_autoconf(dev: &str, on: bool) -> u64 {
     writes
 }
 
+/// A backend device that just appeared (the fast path): up, Xen's dummy
+/// MAC and no ARP, in one request.
+pub fn plug(rt: &mut Rtnl, l: &Link) -> Result<u64, RtnlError> {
+    if l.admin_up && l.noarp && l.mac == Some(BACKEND_MAC) {
+        return Ok(0);
+    }
+    rt.set_mac_up_noarp(l.index, BACKEND_MAC)?;
+    Ok(1)
+}
+
 /// Xen's dummy MAC for netback devices: the guest owns the VIF's MAC, the
 /// backend end must never be picked as a bridge's address or answer ARP.
 pub const BACKEND_MAC: [u8; 6] = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff];

@@ -47,7 +47,81 @@ impl crate::Backend for Ovs {
     ) -> Result<BTreeMap<String, i64>, crate::AgentError> {
         Ok(ofports(&self.client, ifaces, wait)?)
     }
+
+    fn free_ofport(&mut self, bridge: &str, port: &Port) -> Result<Option<u32>, crate::AgentError> {
+        Ok(free_ofport(&self.client, bridge, port)?)
+    }
+
+    fn plug(&mut self, bridge: &str, port: &Port, ofport: u32) -> Result<(), crate::AgentError> {
+        Ok(plug(&self.client, bridge, port, ofport)?)
+    }
 }
+
+/// The fast path, first step: the lowest OpenFlow port number free on an
+/// existing bridge for a new one-interface port, so its rules can be in
+/// place before vswitchd adds it. `None` when the bridge is missing or the
+/// name is already in use anywhere: the whole-host reconcile sorts those
+/// out.
+pub fn free_ofport(c: &Client, bridge: &str, port: &Port) -> Result<Option<u32>, OvsdbError> {
+    c.poll()?;
+    let names: BTreeSet<&str> = std::iter::once(port.name.as_str())
+        .chain(port.interfaces.iter().map(|i| i.name.as_str()))
+        .collect();
+    if port.interfaces.len() != 1 {
+        return Ok(None);
+    }
+    Ok(c.replica(|r| {
+        let named = |t: &str| {
+            r.rows(t)
+                .any(|(_, row)| row["name"].as_str().is_some_and(|n| names.contains(n)))
+        };
+        let (_, brow) = r
+            .rows("Bridge")
+            .find(|(_, row)| row["name"].as_str() == Some(bridge))?;
+        if named("Port") || named("Interface") {
+            return None;
+        }
+        // Numbers held or asked for on this bridge.
+        let mut used = BTreeSet::new();
+        for pu in refs(&brow["ports"]) {
+            let Some(pr) = r.get("Port", &pu) else {
+                continue;
+            };
+            for iu in refs(&pr["interfaces"]) {
+                let Some(ir) = r.get("Interface", &iu) else {
+                    continue;
+                };
+                used.extend(opt_int(&ir["ofport"]));
+                used.extend(opt_int(&ir["ofport_request"]));
+            }
+        }
+        (1..=OFPORT_MAX)
+            .find(|n| !used.contains(n))
+            .and_then(|n| u32::try_from(n).ok())
+    }))
+}
+
+/// The fast path, second step: adds the port with one insert and mutate,
+/// asking for `ofport`, without reading or diffing the rest.
+pub fn plug(c: &Client, bridge: &str, port: &Port, ofport: u32) -> Result<(), OvsdbError> {
+    let Some(iface) = port.interfaces.first() else {
+        return Ok(());
+    };
+    let mut row = iface_row(iface);
+    row["ofport_request"] = json!(ofport);
+    let ops = vec![
+        json!({"op": "insert", "table": "Interface", "row": row, "uuid-name": "i"}),
+        json!({"op": "insert", "table": "Port", "uuid-name": "p",
+               "row": port_row(port, atom::set(vec![atom::named("i")]))}),
+        json!({"op": "mutate", "table": "Bridge", "where": [["name", "==", bridge]],
+               "mutations": [["ports", "insert", atom::set(vec![atom::named("p")])]]}),
+    ];
+    c.transact(DB, ops)?;
+    Ok(())
+}
+
+/// The highest port number `ofport_request` accepts.
+const OFPORT_MAX: i64 = 65279;
 
 /// The OpenFlow port numbers of `ifaces` from the replica, waiting up to
 /// `wait` for vswitchd to assign the missing ones (it writes `ofport` once
@@ -74,7 +148,9 @@ pub fn ofports(
         if have.len() == ifaces.len() || Instant::now() >= deadline {
             return Ok(have.into_iter().filter(|(_, p)| *p > 0).collect());
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // vswitchd answers within milliseconds: a fine poll keeps a plug's
+        // latency its own.
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -88,7 +164,7 @@ pub fn monitor(c: &Client) -> Result<(), OvsdbError> {
             "Bridge": {"columns": ["name", "ports", "other_config", "external_ids", "datapath_type"]},
             "Port": {"columns": ["name", "interfaces", "tag", "fake_bridge", "bond_mode", "lacp",
                                  "bond_updelay", "bond_downdelay", "mac", "other_config", "external_ids"]},
-            "Interface": {"columns": ["name", "type", "mtu_request", "other_config", "external_ids", "ofport",
+            "Interface": {"columns": ["name", "type", "mtu_request", "other_config", "external_ids", "ofport", "ofport_request",
                                       "ingress_policing_rate", "ingress_policing_burst"]},
         }),
     )

@@ -472,6 +472,13 @@ impl Msg {
     }
 }
 
+/// Messages written by [`Conn::submit`] whose answer is still to be read.
+#[must_use = "a submitted batch is finished to learn whether it took effect"]
+pub struct Batch {
+    xids: Vec<u32>,
+    barrier: u32,
+}
+
 /// One OpenFlow 1.3 connection to a switch.
 pub struct Conn {
     stream: UnixStream,
@@ -547,6 +554,14 @@ impl Conn {
     /// refused any of `msgs`, returns [`OfError::Refused`] for the first
     /// refused one (by index); the others took effect regardless.
     pub fn send(&mut self, msgs: &[Msg]) -> Result<(), OfError> {
+        let b = self.submit(msgs)?;
+        self.finish(b)
+    }
+
+    /// The first half of [`Conn::send`]: writes `msgs` and the barrier
+    /// without waiting, so the caller can do other work while the switch
+    /// takes them; [`Conn::finish`] waits for the answer.
+    pub fn submit(&mut self, msgs: &[Msg]) -> Result<Batch, OfError> {
         let mut buf = Vec::new();
         let mut xids = Vec::with_capacity(msgs.len());
         for m in msgs {
@@ -558,7 +573,13 @@ impl Conn {
         let start = put_header(&mut buf, OFPT_BARRIER_REQUEST, barrier);
         finish_header(&mut buf, start);
         self.write(&buf)?;
+        Ok(Batch { xids, barrier })
+    }
 
+    /// The second half of [`Conn::send`]: waits for a submitted batch's
+    /// barrier reply and reports the first refused message.
+    pub fn finish(&mut self, batch: Batch) -> Result<(), OfError> {
+        let Batch { xids, barrier } = batch;
         let deadline = Instant::now() + self.timeout;
         let mut refused: Option<(usize, u16, u16)> = None;
         loop {

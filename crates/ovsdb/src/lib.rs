@@ -63,6 +63,10 @@ impl Replica {
         self.tables.get(table).into_iter().flatten()
     }
 
+    pub fn get(&self, table: &str, uuid: &str) -> Option<&Value> {
+        self.tables.get(table)?.get(uuid)
+    }
+
     /// Applies a `<table-updates>` object (monitor version 1).
     fn apply(&mut self, updates: &Value) -> Result<(), OvsdbError> {
         let bad = || OvsdbError::Protocol("malformed table-updates".into());

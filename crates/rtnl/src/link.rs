@@ -220,6 +220,14 @@ impl Rtnl {
         self.setlink(&req)
     }
 
+    /// MAC, up and ARP off in one request: one change for those watching
+    /// links (vswitchd reconfigures on each).
+    pub fn set_mac_up_noarp(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), RtnlError> {
+        let mut req = ifinfomsg(ifindex, IFF_UP | IFF_NOARP, IFF_UP | IFF_NOARP);
+        attr::put(&mut req, IFLA_ADDRESS, &mac);
+        self.setlink(&req)
+    }
+
     /// `on == true` clears IFF_NOARP (ARP enabled); `false` sets it.
     pub fn set_arp(&mut self, ifindex: u32, on: bool) -> Result<(), RtnlError> {
         self.setlink(&ifinfomsg(
