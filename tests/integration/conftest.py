@@ -58,8 +58,9 @@ def wait_for(pred, timeout=20.0, what="condition"):
 class Host:
     """The namespace, its OVS and its xnetd."""
 
-    def __init__(self):
-        self.name = "xnt%d" % os.getpid()
+    def __init__(self, tag="", mgmt_ip="10.99.0.2", listen="127.0.0.1", mac_byte=0x12):
+        self.name = "xnt%d%s" % (os.getpid(), tag)
+        self.mgmt_ip, self.listen, self.mac_byte = mgmt_ip, listen, mac_byte
         self.sw = self.name + "s"
         self.dir = tempfile.mkdtemp(prefix="xnet-it-")
         self.state = os.path.join(self.dir, "state")
@@ -80,7 +81,7 @@ class Host:
         sh("ip", "netns", "add", self.sw)
         self.ns("ip", "link", "set", "lo", "up")
         for i in range(6):
-            mac = "52:54:00:12:00:%02x" % i
+            mac = "52:54:00:%02x:00:%02x" % (self.mac_byte, i)
             sh("ip", "link", "add", "eth%d" % i, "netns", self.name, "address", mac,
                "type", "veth", "peer", "name", "p%d" % i, "netns", self.sw)
             self.ns("ip", "link", "set", "eth%d" % i, "up")
@@ -141,11 +142,11 @@ class Host:
 
     def xnetd_args(self):
         return [os.path.join(BIN, "xnetd"), "--state-dir", self.state, "--run-dir", self.run,
-                "--listen", "127.0.0.1:%d" % HTTPS_PORT, "--http-listen", "127.0.0.1:%d" % HTTP_PORT,
+                "--listen", "%s:%d" % (self.listen, HTTPS_PORT), "--http-listen", "127.0.0.1:%d" % HTTP_PORT,
                 "--ovsdb", "unix:" + os.path.join(self.ovs, "db.sock"), "--datapath", "netdev",
-                "--hostname", "it-host", "--resolv-conf", os.path.join(self.dir, "resolv.conf"),
+                "--hostname", "it-host" + self.name[len("xnt%d" % os.getpid()):], "--resolv-conf", os.path.join(self.dir, "resolv.conf"),
                 "--root-password-file", os.path.join(self.dir, "pw"),
-                "--mgmt-device", "eth0", "--mgmt-mode", "static", "--mgmt-ip", "10.99.0.2",
+                "--mgmt-device", "eth0", "--mgmt-mode", "static", "--mgmt-ip", self.mgmt_ip,
                 "--mgmt-netmask", "255.255.255.0", "--mgmt-dns", "10.99.0.53", "--mgmt-domain", "it.example"]
 
     def start(self):

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod http;
+pub mod pool;
 pub mod tables;
 pub mod tls;
 pub mod users;
@@ -38,6 +39,8 @@ pub struct Api {
     pub users: Mutex<Users>,
     pub realizer: Arc<dyn Realizer>,
     pub events: events::Registrations,
+    /// Coordinator or member (`pool.conf`).
+    pub pool: Mutex<pool::Membership>,
 }
 
 /// The classes kept only in memory (XAPI's PersistNothing).
@@ -60,6 +63,7 @@ impl Api {
             users: Mutex::new(users),
             realizer,
             events: events::Registrations::default(),
+            pool: Mutex::new(pool::Membership::default()),
         })
     }
 
@@ -126,6 +130,10 @@ impl Api {
         params: &[Value],
         origin: Origin,
     ) -> ApiResult<Value> {
+        // A member serves nothing itself: clients go to the coordinator.
+        if let Some(c) = self.coordinator() {
+            return Err(ApiError::new("HOST_IS_SLAVE", &[&c]));
+        }
         match method {
             "session.login_with_password" | "session_login_with_password" => {
                 return self.login(params, origin)
@@ -375,13 +383,19 @@ impl Api {
             }
             "event.inject" => {
                 count(2)?;
-                if role == Role::ReadOnly {
-                    return Err(ApiError::new(
-                        "RBAC_PERMISSION_DENIED",
-                        &["event.inject", "No permission in user session"],
-                    ));
-                }
+                admin(role, "event.inject")?;
                 events::inject(&self.store, &arg(0), &arg(1))?
+            }
+            "pool.join" | "pool.join_force" => {
+                count(3)?;
+                admin(role, &name)?;
+                self.join(&arg(0), &arg(1), &arg(2), name == "pool.join_force")?;
+                Value::Nil
+            }
+            "pool.xnet_join" => {
+                count(2)?;
+                admin(role, &name)?;
+                self.introduce(&args[0], matches!(args[1], Value::Bool(true)))?
             }
             "task.cancel" => {
                 count(1)?;
@@ -482,7 +496,21 @@ const BUILTINS: &[&str] = &[
     "event.inject",
     "task.cancel",
     "task.destroy",
+    "pool.join",
+    "pool.join_force",
+    "pool.xnet_join",
 ];
+
+/// Calls that change the pool need more than a read-only session.
+fn admin(role: Role, call: &str) -> ApiResult<()> {
+    if role == Role::ReadOnly {
+        return Err(ApiError::new(
+            "RBAC_PERMISSION_DENIED",
+            &[call, "No permission in user session"],
+        ));
+    }
+    Ok(())
+}
 
 fn strings(v: &Value) -> Option<Vec<String>> {
     v.as_array().map(|a| {

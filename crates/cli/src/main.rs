@@ -4,12 +4,12 @@
 mod errors;
 mod printer;
 mod records;
-mod transport;
+
 mod xl_import;
 
 use records::{Cls, Fld, Set, Src};
 use std::collections::{BTreeMap, HashMap};
-use transport::{CallError, Client, Target};
+use xapi_client::{CallError, Client, Target};
 use xapi_wire::Value;
 
 /// Anything the CLI calls; the real client, or a fake in tests.
@@ -983,6 +983,22 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             let n = ctx.by_uuid("network", a.need("network-uuid")?)?;
             ctx.call("pool.management_reconfigure", vec![s(&n)])?;
         }
+        "pool-join" => {
+            let force = a.get("force").is_some_and(|f| f == "true");
+            let call = if force {
+                "pool.join_force"
+            } else {
+                "pool.join"
+            };
+            ctx.call(
+                call,
+                vec![
+                    s(a.need("master-address")?),
+                    s(a.need("master-username")?),
+                    s(a.need("master-password")?),
+                ],
+            )?;
+        }
         "help" => ctx.out.push_str(&help()),
         _ => {
             return Err(Fail(format!(
@@ -1029,6 +1045,7 @@ fn help() -> String {
         "host-management-reconfigure",
         "host-management-disable",
         "pool-management-reconfigure",
+        "pool-join",
     ]
     .into_iter()
     .map(String::from)
@@ -1134,17 +1151,31 @@ fn main() {
         print!("{}", help());
         return;
     }
-    let mut client = match Client::connect(&conn.target) {
+    let connect = |target: &Target| match Client::connect(target) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(1);
         }
     };
-    let session = match client.call(
-        "session.login_with_password",
-        vec![s(&conn.user), s(&conn.password), s("1.0"), s("xe")],
-    ) {
+    let mut client = connect(&conn.target);
+    let login = vec![s(&conn.user), s(&conn.password), s("1.0"), s("xe")];
+    let mut result = client.call("session.login_with_password", login.clone());
+    // A pool member sends its clients to the coordinator, once.
+    if let Err(CallError::Api(d)) = &result {
+        if let (Some("HOST_IS_SLAVE"), Some((host, port))) = (
+            d.first().map(String::as_str),
+            d.get(1).and_then(|a| xapi_client::parse_address(a)),
+        ) {
+            client = connect(&Target::Tcp {
+                host,
+                port,
+                tls: true,
+            });
+            result = client.call("session.login_with_password", login);
+        }
+    }
+    let session = match result {
         Ok(v) => v,
         Err(CallError::Api(d)) => {
             eprint!("{}", errors::describe(&d, &|r| r.to_string()));

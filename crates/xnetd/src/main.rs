@@ -196,6 +196,11 @@ fn run(cfg: config::Config) -> Result<()> {
         Arc::new(xnet_api::NoAgent)
     };
     let api = Api::new(Arc::clone(&store), users, realizer);
+    *api.pool.lock().unwrap_or_else(|e| e.into_inner()) =
+        xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
+    if let Some(c) = api.coordinator() {
+        eprintln!("xnetd: a member of the pool of {c}: calls here answer HOST_IS_SLAVE");
+    }
 
     // Every listener is bound before any serves: a client that reaches the unix
     // socket can rely on the TCP ports too (TLS setup may first make a certificate).

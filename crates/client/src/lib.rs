@@ -1,5 +1,5 @@
-//! JSON-RPC calls to xnetd: plain HTTP on the local unix socket, or HTTPS
-//! (or `--nossl` HTTP) to `-s host -p port`.
+//! A XenAPI client: JSON-RPC calls over the local unix socket, or HTTPS
+//! (or plain HTTP) to a host and port. Used by xe and by xnetd itself.
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -12,6 +12,21 @@ pub enum CallError {
     Api(Vec<String>),
     /// Transport or protocol trouble.
     Transport(String),
+}
+
+/// `host` or `host:port` (443 when absent, XAPI's port).
+pub fn parse_address(a: &str) -> Option<(String, u16)> {
+    let a = a.trim();
+    if a.is_empty() {
+        return None;
+    }
+    if let Ok(sa) = a.parse::<std::net::SocketAddr>() {
+        return Some((sa.ip().to_string(), sa.port()));
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_string(), p.parse().ok()?)),
+        _ => Some((a.trim_matches(['[', ']']).to_string(), 443)),
+    }
 }
 
 pub enum Target {
@@ -156,5 +171,30 @@ impl Read for ReadWith<'_> {
             return Ok(n);
         }
         self.s.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address("10.0.0.1"), Some(("10.0.0.1".into(), 443)));
+        assert_eq!(
+            parse_address("10.0.0.1:8443"),
+            Some(("10.0.0.1".into(), 8443))
+        );
+        assert_eq!(
+            parse_address("pool.example"),
+            Some(("pool.example".into(), 443))
+        );
+        assert_eq!(
+            parse_address("[fd00::1]:444"),
+            Some(("fd00::1".into(), 444))
+        );
+        assert_eq!(parse_address("fd00::1"), Some(("fd00::1".into(), 443)));
+        assert_eq!(parse_address("h:x"), None);
+        assert_eq!(parse_address(" "), None);
     }
 }
