@@ -8,10 +8,11 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
-from conftest import BIN, HTTPS_PORT, PASSWORD, Host, setns_fd, sh, wait_for
+from conftest import BIN, HTTPS_PORT, PASSWORD, Host, sh, wait_for
 
 A_IP, B_IP = "10.98.0.2", "10.98.0.3"
 
@@ -135,6 +136,9 @@ def test_join_merges_networks_and_redirects(pair):
     out = xe(b, B_IP, "pool-join", "master-address=%s:%d" % (A_IP, HTTPS_PORT),
              "master-username=root", "master-password=" + PASSWORD)
     assert out.returncode == 0, out.stderr
+    # The joiner starts over as a member (as XAPI restarts after a join).
+    time.sleep(1)
+    wait_for(b.answers, timeout=30, what="the member's xnetd")
     hosts = call(a, "host.get_all_records")
     assert len(hosts) == 2
     member = [r for r, h in hosts.items() if h["uuid"] == b_host_uuid]
@@ -167,17 +171,45 @@ def test_join_merges_networks_and_redirects(pair):
         call(b, "pool.join", "%s:%d" % (A_IP, HTTPS_PORT), "root", PASSWORD)
 
 
-def test_member_change_without_a_following_member_is_refused_whole(pair):
-    """Members do not follow the coordinator yet: a change that a member
-    must realize answers HOST_OFFLINE and is undone."""
+
+def member_ref(a):
+    return [r for r, h in call(a, "host.get_all_records").items() if h["name_label"] == "it-hostpb"][0]
+
+
+def member_pif(a, device):
+    m = member_ref(a)
+    return [r for r, p in call(a, "PIF.get_all_records").items() if p["host"] == m and p["device"] == device][0]
+
+
+def test_member_realizes_what_the_coordinator_changes(pair):
+    """The member follows the coordinator's records: calls for its objects
+    return once it has realized them in its own Open vSwitch."""
     a, b = pair
-    member = [r for r, h in call(a, "host.get_all_records").items() if h["name_label"] == "it-hostpb"]
-    assert member
-    pif = [r for r, p in call(a, "PIF.get_all_records").items()
-           if p["host"] == member[0] and p["device"] == "eth2"][0]
+    pif = member_pif(a, "eth2")
+    call(a, "PIF.plug", pif)
+    assert call(a, "PIF.get_currently_attached", pif)
+    assert b.vsctl("br-exists", "xenbr2") == "", "the member built xenbr2"
+    assert "eth2" in b.vsctl("list-ports", "xenbr2").split()
+    # A VLAN on the member's eth1, made on the coordinator.
+    net = call(a, "network.create", {"name_label": "v77", "other_config": {}})
+    call(a, "VLAN.create", member_pif(a, "eth1"), "77", net)
+    bridge = call(a, "network.get_bridge", net)
+    assert b.vsctl("br-to-vlan", bridge).strip() == "77"
+    assert b.vsctl("br-to-parent", bridge).strip() == "xenbr1"
+
+
+def test_unreachable_member_gives_host_offline_and_changes_nothing(pair):
+    a, b = pair
+    pif = member_pif(a, "eth3")
     before = call(a, "PIF.get_record", pif)
-    assert not before["currently_attached"]
-    with pytest.raises(XapiError) as e:
-        call(a, "PIF.plug", pif)
-    assert e.value.details[0] == "HOST_OFFLINE", e.value.details
-    assert call(a, "PIF.get_record", pif) == before
+    b.stop()
+    try:
+        with pytest.raises(XapiError) as e:
+            call(a, "PIF.plug", pif)
+        assert e.value.details[0] == "HOST_OFFLINE", e.value.details
+        assert call(a, "PIF.get_record", pif) == before
+    finally:
+        b.start()
+    # Back: it follows again and realizes the next change.
+    call(a, "PIF.plug", pif)
+    assert b.vsctl("br-exists", "xenbr3") == ""

@@ -41,6 +41,10 @@ pub struct Api {
     pub events: events::Registrations,
     /// Coordinator or member (`pool.conf`).
     pub pool: Mutex<pool::Membership>,
+    /// What the members reported realizing (the coordinator's side).
+    pub members: Arc<pool::Members>,
+    /// Starts this server over (after becoming a member); none in tests.
+    pub restart: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// The classes kept only in memory (XAPI's PersistNothing).
@@ -58,12 +62,53 @@ fn fail(e: ApiError) -> Response {
 
 impl Api {
     pub fn new(store: Arc<Store<Record>>, users: Users, realizer: Arc<dyn Realizer>) -> Arc<Api> {
+        Api::new_in_pool(store, users, realizer, pool::Membership::default(), None)
+    }
+
+    /// A server that knows its pool role, sharing `realizer`'s member
+    /// reports when it is a [`pool::PoolRealizer`].
+    pub fn new_in_pool(
+        store: Arc<Store<Record>>,
+        users: Users,
+        realizer: Arc<dyn Realizer>,
+        membership: pool::Membership,
+        restart: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Api> {
+        Api::build(store, users, realizer, membership, restart, None)
+    }
+
+    /// The coordinator's server: member calls wait on `members`.
+    pub fn new_coordinator(
+        store: Arc<Store<Record>>,
+        users: Users,
+        local: Arc<dyn Realizer>,
+        membership: pool::Membership,
+        restart: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Api> {
+        let members = Arc::new(pool::Members::default());
+        let realizer = Arc::new(pool::PoolRealizer {
+            local,
+            members: Arc::clone(&members),
+        });
+        Api::build(store, users, realizer, membership, restart, Some(members))
+    }
+
+    fn build(
+        store: Arc<Store<Record>>,
+        users: Users,
+        realizer: Arc<dyn Realizer>,
+        membership: pool::Membership,
+        restart: Option<Arc<dyn Fn() + Send + Sync>>,
+        members: Option<Arc<pool::Members>>,
+    ) -> Arc<Api> {
         Arc::new(Api {
             store,
             users: Mutex::new(users),
             realizer,
             events: events::Registrations::default(),
-            pool: Mutex::new(pool::Membership::default()),
+            pool: Mutex::new(membership),
+            members: members.unwrap_or_default(),
+            restart,
         })
     }
 
@@ -139,6 +184,7 @@ impl Api {
                 return self.login(params, origin)
             }
             "system.listMethods" => return Ok(list_methods()),
+            "session.slave_login" => return self.slave_login(params),
             _ => {}
         }
         let session = params
@@ -260,6 +306,54 @@ impl Api {
                 }
             }
         };
+        self.new_session(role, local, uname, originator)
+    }
+
+    /// `session.slave_login(host, secret)`: a pool member's session, with
+    /// the pool secret. The host is named by uuid or ref.
+    fn slave_login(&self, params: &[Value]) -> ApiResult<Value> {
+        let [Value::String(host), Value::String(secret)] = params else {
+            return Err(ApiError::with(
+                "MESSAGE_PARAMETER_COUNT_MISMATCH",
+                vec![
+                    "session.slave_login".into(),
+                    "2".into(),
+                    params.len().to_string(),
+                ],
+            ));
+        };
+        let mine = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .secret()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let known = self.store.read(|v| {
+            v.get("host", host).is_some() || v.iter("host").any(|(_, r)| db::s(r, "uuid") == host)
+        });
+        // Compared whole, without an early exit, and only for known hosts.
+        let same = mine.len() == secret.len()
+            && mine
+                .bytes()
+                .zip(secret.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+        if !(known && same) {
+            return Err(ApiError::new(
+                "SESSION_AUTHENTICATION_FAILED",
+                &[host, "Authentication failure"],
+            ));
+        }
+        self.new_session(Role::PoolAdmin, false, "", &format!("pool member {host}"))
+    }
+
+    fn new_session(
+        &self,
+        role: Role,
+        local: bool,
+        uname: &str,
+        originator: &str,
+    ) -> ApiResult<Value> {
         let now = xnet_model::now_datetime();
         let perms: Vec<&str> = match role {
             Role::PoolAdmin => vec!["pool-admin"],
@@ -392,6 +486,34 @@ impl Api {
                 self.join(&arg(0), &arg(1), &arg(2), name == "pool.join_force")?;
                 Value::Nil
             }
+            "pool.xnet_replicate" => {
+                count(2)?;
+                admin(role, &name)?;
+                let since = match &args[0] {
+                    Value::Int(g) if *g >= 0 => *g as u64,
+                    _ => return Err(ApiError::new("FIELD_TYPE_ERROR", &["since"])),
+                };
+                let timeout = match &args[1] {
+                    Value::Float(f) => *f,
+                    Value::Int(i) => *i as f64,
+                    _ => return Err(ApiError::new("FIELD_TYPE_ERROR", &["timeout"])),
+                };
+                pool::replicate(
+                    &self.store,
+                    since,
+                    Duration::from_secs_f64(timeout.clamp(0.0, 60.0)),
+                )
+            }
+            "host.xnet_realized" => {
+                count(3)?;
+                admin(role, &name)?;
+                let generation = match &args[1] {
+                    Value::Int(g) if *g >= 0 => *g as u64,
+                    _ => return Err(ApiError::new("FIELD_TYPE_ERROR", &["generation"])),
+                };
+                self.members.report(&arg(0), generation, &arg(2));
+                Value::Nil
+            }
             "pool.xnet_join" => {
                 count(2)?;
                 admin(role, &name)?;
@@ -499,6 +621,9 @@ const BUILTINS: &[&str] = &[
     "pool.join",
     "pool.join_force",
     "pool.xnet_join",
+    "pool.xnet_replicate",
+    "host.xnet_realized",
+    "session.slave_login",
 ];
 
 /// Calls that change the pool need more than a read-only session.

@@ -78,27 +78,101 @@ impl Membership {
         self.coordinator.as_deref()
     }
 
+    /// A file next to `pool.conf`.
+    fn file(&self, name: &str) -> Option<PathBuf> {
+        self.conf.as_ref().map(|p| p.with_file_name(name))
+    }
+
     /// Records the new role durably before it takes effect.
     fn set(&mut self, coordinator: Option<String>) -> Result<(), PoolError> {
         if let Some(path) = &self.conf {
-            let io = |source| PoolError::Io {
-                path: path.display().to_string(),
-                source,
-            };
-            let tmp = path.with_extension("tmp");
             let text = match &coordinator {
                 Some(a) => format!("slave:{a}\n"),
                 None => "master\n".to_string(),
             };
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)?;
+            write_private(path, &text)?;
         }
         self.coordinator = coordinator;
         Ok(())
     }
+
+    /// The coordinator's pool secret (`pool-secret`), made on first use:
+    /// what members log in with.
+    pub fn secret(&self) -> Result<String, PoolError> {
+        let Some(path) = self.file("pool-secret") else {
+            return Err(PoolError::Conf {
+                path: "pool-secret".into(),
+                found: "no state directory".into(),
+            });
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(PoolError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        }
+        let mut b = [0u8; 32];
+        getrandom::getrandom(&mut b).map_err(|e| PoolError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let s: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        write_private(&path, &format!("{s}\n"))?;
+        Ok(s)
+    }
+
+    /// A member's pool secret and own host uuid, as saved at the join.
+    pub fn member_identity(&self) -> Result<(String, String), PoolError> {
+        let read = |name: &str| -> Result<String, PoolError> {
+            let path = self.file(name).unwrap_or_else(|| PathBuf::from(name));
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .map_err(|source| PoolError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        Ok((read("pool-secret")?, read("host-uuid")?))
+    }
+
+    /// Becomes a member: the secret and own uuid first, the role last.
+    fn join(&mut self, coordinator: &str, secret: &str, host_uuid: &str) -> Result<(), PoolError> {
+        for (name, text) in [("pool-secret", secret), ("host-uuid", host_uuid)] {
+            if let Some(p) = self.file(name) {
+                write_private(&p, &format!("{text}\n"))?;
+            }
+        }
+        self.set(Some(coordinator.to_string()))
+    }
 }
+
+/// Writes a file readable by root only, atomically and durably.
+fn write_private(path: &Path, text: &str) -> Result<(), PoolError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| PoolError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+impl Membership {}
 
 /// The join classes of a store view as `{class: {ref: record}}`.
 pub fn export(v: &View<Record>) -> Value {
@@ -165,6 +239,13 @@ impl crate::Api {
         let (host, port) = xapi_client::parse_address(address)
             .ok_or_else(|| ApiError::new("INVALID_VALUE", &["master_address", address]))?;
         let tables = self.store.read(export);
+        let my_uuid = self.store.read(|v| {
+            v.iter("pool")
+                .next()
+                .and_then(|(_, p)| v.get("host", xnet_model::db::s(p, "master")))
+                .map(|h| xnet_model::db::s(h, "uuid").to_string())
+                .unwrap_or_default()
+        });
         let target = xapi_client::Target::Tcp {
             host,
             port,
@@ -196,12 +277,27 @@ impl crate::Api {
             )
             .map_err(remote);
         let _ = c.call("session.logout", vec![s]);
-        joined?;
+        let joined = joined?;
+        let secret = joined
+            .as_struct()
+            .and_then(|m| m.get("secret"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| failed("the coordinator sent no pool secret".into()))?;
         self.pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .set(Some(address.trim().to_string()))
-            .map_err(|e| ApiError::internal(e.to_string()))
+            .join(address.trim(), secret, &my_uuid)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        // A member's xnetd starts over following the coordinator, as XAPI
+        // restarts on a joined host.
+        if let Some(restart) = &self.restart {
+            let restart = std::sync::Arc::clone(restart);
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                restart();
+            });
+        }
+        Ok(())
     }
 
     /// The coordinator's side (`pool.xnet_join`): checks and introduces the
@@ -220,8 +316,21 @@ impl crate::Api {
             let mut d = xnet_model::Db::new(&mut tt);
             xnet_model::join::introduce_member(&mut d, &joiner)
         });
+        let secret = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .secret()
+            .map_err(|e| ApiError::internal(e.to_string()));
         match res {
-            Ok((host, _)) => Ok(Value::String(host)),
+            Ok((host, _)) => Ok(Value::Struct(
+                [
+                    ("host".to_string(), Value::String(host)),
+                    ("secret".to_string(), Value::String(secret?)),
+                ]
+                .into_iter()
+                .collect(),
+            )),
             Err(xnet_store::WriteError::Aborted(e)) => Err(e),
             Err(xnet_store::WriteError::Store(e)) => Err(ApiError::internal(format!("store: {e}"))),
         }
@@ -231,6 +340,85 @@ impl crate::Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(name: &str) -> Record {
+        [("name_label".to_string(), Value::String(name.into()))]
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn replication_sends_everything_then_changes_only() {
+        let store = xnet_store::Store::in_memory(xnet_store::Options {
+            volatile_tables: crate::volatile_tables(),
+            ..xnet_store::Options::default()
+        });
+        let put = |c: &str, r: &str, n: &str| {
+            store
+                .write(|t| {
+                    t.put(c, r, rec(n));
+                    Ok::<_, ()>(())
+                })
+                .unwrap()
+                .1
+                .generation
+        };
+        put("network", "OpaqueRef:n1", "a");
+        put("session", "OpaqueRef:s1", "mine");
+        let changes = |v: &Value| {
+            v.as_struct().unwrap()["changes"]
+                .as_array()
+                .unwrap()
+                .to_vec()
+        };
+        let first = replicate(&store, 0, std::time::Duration::ZERO);
+        assert_eq!(first.as_struct().unwrap()["full"], Value::Bool(true));
+        let c = changes(&first);
+        assert_eq!(c.len(), 1, "sessions stay each host's own: {c:?}");
+        let Value::Int(g) = first.as_struct().unwrap()["generation"] else {
+            panic!()
+        };
+        put("network", "OpaqueRef:n2", "b");
+        store
+            .write(|t| {
+                t.delete("network", "OpaqueRef:n1");
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        let next = replicate(&store, g as u64, std::time::Duration::ZERO);
+        assert_eq!(next.as_struct().unwrap()["full"], Value::Bool(false));
+        let c = changes(&next);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0].as_array().unwrap()[1],
+            Value::String("OpaqueRef:n1".into())
+        );
+        assert_eq!(c[0].as_array().unwrap()[2], Value::String(String::new()));
+        assert_eq!(c[1].as_array().unwrap()[2], Value::Struct(rec("b")));
+        // Nothing new: an empty answer once the timeout passes.
+        let Value::Int(g) = next.as_struct().unwrap()["generation"] else {
+            panic!()
+        };
+        let t0 = std::time::Instant::now();
+        let idle = replicate(&store, g as u64, std::time::Duration::from_millis(50));
+        assert!(changes(&idle).is_empty() && t0.elapsed() >= std::time::Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_member_change_waits_for_its_report() {
+        let m = std::sync::Arc::new(Members::default());
+        m.report("h", 5, "");
+        assert!(m.wait("h", 5).is_ok());
+        let m2 = std::sync::Arc::clone(&m);
+        let t = std::thread::spawn(move || m2.wait("h", 7));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m.report("h", 7, "bridge refused");
+        let e = t.join().unwrap().unwrap_err();
+        assert_eq!(e.code, "PIF_CONFIGURATION_ERROR");
+        // An older report never replaces a newer one.
+        m.report("h", 6, "");
+        assert!(m.wait("h", 7).is_err());
+    }
 
     #[test]
     fn pool_conf() {
@@ -253,5 +441,286 @@ mod tests {
         std::fs::write(&p, "master\n").unwrap();
         assert_eq!(Membership::load(&p).unwrap().coordinator(), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Classes a member replicates: all but sessions and tasks, which are each
+/// host's own.
+fn replicated(class: &str) -> bool {
+    xnet_model::schema::CLASSES
+        .iter()
+        .any(|c| c.name == class && !c.volatile)
+}
+
+/// On the coordinator (`pool.xnet_replicate`): the records changed after
+/// `since` (every record when `since` is 0 or its history is gone), waiting
+/// up to `timeout` for one. Whole stored records, internal fields included:
+/// `{generation, full, changes: [[class, ref, record or ""]]}`.
+pub fn replicate(
+    store: &xnet_store::Store<Record>,
+    since: u64,
+    timeout: std::time::Duration,
+) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let evs = if since == 0 {
+            None
+        } else {
+            store.events_since(since).ok()
+        };
+        let full = evs.is_none();
+        let keys: std::collections::BTreeSet<(String, String)> = evs
+            .into_iter()
+            .flatten()
+            .filter(|e| replicated(&e.table))
+            .map(|e| (e.table, e.key))
+            .collect();
+        let now = std::time::Instant::now();
+        if full || !keys.is_empty() || now >= deadline {
+            return store.read(|v| {
+                let mut changes = vec![];
+                let mut one = |c: &str, r: &str, rec: Option<&Record>| {
+                    changes.push(Value::Array(vec![
+                        Value::String(c.into()),
+                        Value::String(r.into()),
+                        rec.map_or(Value::String(String::new()), |x| Value::Struct(x.clone())),
+                    ]))
+                };
+                if full {
+                    for c in xnet_model::schema::CLASSES.iter().filter(|c| !c.volatile) {
+                        for (r, rec) in v.iter(c.name) {
+                            one(c.name, r, Some(rec));
+                        }
+                    }
+                } else {
+                    for (c, r) in &keys {
+                        one(c, r, v.get(c, r));
+                    }
+                }
+                Value::Struct(
+                    [
+                        ("generation".to_string(), Value::Int(v.generation() as i64)),
+                        ("full".to_string(), Value::Bool(full)),
+                        ("changes".to_string(), Value::Array(changes)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                )
+            });
+        }
+        store.wait_newer(since.max(store.generation()), deadline - now);
+    }
+}
+
+/// What members reported realizing, for the coordinator's realizer.
+#[derive(Default)]
+pub struct Members {
+    /// host → (coordinator generation realized, error of that pass).
+    reports: std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>,
+    cv: std::sync::Condvar,
+}
+
+/// How long the coordinator waits for a member to realize a change.
+const MEMBER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Members {
+    pub fn report(&self, host: &str, generation: u64, error: &str) {
+        let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let e = r.entry(host.to_string()).or_insert((0, String::new()));
+        if generation >= e.0 {
+            *e = (generation, error.to_string());
+        }
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, host: &str, generation: u64) -> ApiResult<()> {
+        let deadline = std::time::Instant::now() + MEMBER_TIMEOUT;
+        let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some((g, err)) = r.get(host) {
+                if *g >= generation {
+                    return match err.as_str() {
+                        "" => Ok(()),
+                        e => Err(ApiError::new("PIF_CONFIGURATION_ERROR", &["", e])),
+                    };
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(ApiError::new("HOST_OFFLINE", &[host]));
+            }
+            r = self
+                .cv
+                .wait_timeout(r, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The coordinator's realizer: its own host through the local agent, a
+/// member by waiting for that member's report.
+pub struct PoolRealizer {
+    pub local: std::sync::Arc<dyn crate::Realizer>,
+    pub members: std::sync::Arc<Members>,
+}
+
+impl crate::Realizer for PoolRealizer {
+    fn realize(&self, host: &str, generation: u64) -> ApiResult<()> {
+        match self.local.realize(host, generation) {
+            Err(e) if e.code == "HOST_OFFLINE" => self.members.wait(host, generation),
+            r => r,
+        }
+    }
+}
+
+/// A member's link to its coordinator: replicates the coordinator's records
+/// into the local store and reports what the local agent realized.
+pub struct Follower {
+    store: std::sync::Arc<xnet_store::Store<Record>>,
+    address: String,
+    secret: String,
+    host_uuid: String,
+    conn: Option<(xapi_client::Client, Value)>,
+    since: u64,
+}
+
+impl Follower {
+    pub fn new(
+        store: std::sync::Arc<xnet_store::Store<Record>>,
+        m: &Membership,
+    ) -> Result<Follower, PoolError> {
+        let (secret, host_uuid) = m.member_identity()?;
+        Ok(Follower {
+            store,
+            address: m.coordinator().unwrap_or_default().to_string(),
+            secret,
+            host_uuid,
+            conn: None,
+            since: 0,
+        })
+    }
+
+    /// The coordinator generation replicated so far.
+    pub fn since(&self) -> u64 {
+        self.since
+    }
+
+    /// This member's host ref in the replicated records.
+    pub fn host_ref(&self) -> Option<String> {
+        self.store.read(|v| {
+            v.iter("host")
+                .find(|(_, r)| xnet_model::db::s(r, "uuid") == self.host_uuid)
+                .map(|(k, _)| k.to_string())
+        })
+    }
+
+    fn call(&mut self, method: &str, mut params: Vec<Value>) -> Result<Value, String> {
+        if self.conn.is_none() {
+            let (host, port) = xapi_client::parse_address(&self.address)
+                .ok_or_else(|| format!("bad coordinator address {}", self.address))?;
+            let mut c = xapi_client::Client::connect(&xapi_client::Target::Tcp {
+                host,
+                port,
+                tls: true,
+            })?;
+            let s = c
+                .call(
+                    "session.slave_login",
+                    vec![
+                        Value::String(self.host_uuid.clone()),
+                        Value::String(self.secret.clone()),
+                    ],
+                )
+                .map_err(|e| format!("{e:?}"))?;
+            self.conn = Some((c, s));
+        }
+        let (c, s) = self.conn.as_mut().expect("connected");
+        params.insert(0, s.clone());
+        let r = c.call(method, params).map_err(|e| format!("{e:?}"));
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    /// Waits up to `timeout` for the coordinator's next changes and applies
+    /// them in one local transaction. Returns (local generation, the
+    /// coordinator's generation) when something arrived.
+    pub fn step(&mut self, timeout: std::time::Duration) -> Result<Option<(u64, u64)>, String> {
+        let r = self.call(
+            "pool.xnet_replicate",
+            vec![
+                Value::Int(self.since as i64),
+                Value::Float(timeout.as_secs_f64()),
+            ],
+        )?;
+        let bad = || "malformed replication answer".to_string();
+        let m = r.as_struct().ok_or_else(bad)?;
+        let generation = match m.get("generation") {
+            Some(Value::Int(g)) => *g as u64,
+            _ => return Err(bad()),
+        };
+        let full = matches!(m.get("full"), Some(Value::Bool(true)));
+        let changes = m.get("changes").and_then(Value::as_array).ok_or_else(bad)?;
+        if changes.is_empty() && !full {
+            self.since = generation;
+            return Ok(None);
+        }
+        let mut rows = vec![];
+        for c in changes {
+            match c.as_array() {
+                Some([Value::String(class), Value::String(r), rec]) if replicated(class) => {
+                    rows.push((class.clone(), r.clone(), rec.as_struct().cloned()))
+                }
+                _ => return Err(bad()),
+            }
+        }
+        let res = self.store.write(|t| {
+            if full {
+                let keep: std::collections::BTreeSet<(&str, &str)> = rows
+                    .iter()
+                    .map(|(c, r, _)| (c.as_str(), r.as_str()))
+                    .collect();
+                for c in xnet_model::schema::CLASSES.iter().filter(|c| !c.volatile) {
+                    let stale: Vec<String> = t
+                        .iter(c.name)
+                        .filter(|(r, _)| !keep.contains(&(c.name, *r)))
+                        .map(|(r, _)| r.to_string())
+                        .collect();
+                    for r in stale {
+                        t.delete(c.name, &r);
+                    }
+                }
+            }
+            for (class, r, rec) in &rows {
+                match rec {
+                    Some(rec) => t.put(class, r, rec.clone()),
+                    None => {
+                        t.delete(class, r);
+                    }
+                }
+            }
+            Ok::<_, ()>(())
+        });
+        let local = match res {
+            Ok((_, commit)) => commit.generation,
+            Err(e) => return Err(format!("applying the coordinator's records: {e:?}")),
+        };
+        self.since = generation;
+        Ok(Some((local, generation)))
+    }
+
+    /// Tells the coordinator what the agent made of its generation.
+    pub fn report(&mut self, host: &str, generation: u64, error: &str) -> Result<(), String> {
+        self.call(
+            "host.xnet_realized",
+            vec![
+                Value::String(host.into()),
+                Value::Int(generation as i64),
+                Value::String(error.into()),
+            ],
+        )
+        .map(|_| ())
     }
 }

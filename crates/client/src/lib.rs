@@ -34,8 +34,8 @@ pub enum Target {
     Tcp { host: String, port: u16, tls: bool },
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
 
 /// Accepts any server certificate, as xe does unless told otherwise.
 #[derive(Debug)]

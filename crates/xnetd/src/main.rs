@@ -171,12 +171,34 @@ fn run(cfg: config::Config) -> Result<()> {
         users.set("root", &pw, Role::PoolAdmin)?;
     }
 
-    let host = store.read(|v| {
-        v.iter("pool")
-            .next()
-            .map(|(_, r)| xnet_model::db::s(r, "master").to_string())
-    });
-    let host = host.ok_or_else(|| anyhow!("the store has no pool record"))?;
+    let membership = xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
+    // A member takes its records from the coordinator: the first contact
+    // (bounded) before the agent starts, so it knows its host.
+    let mut follower = match membership.coordinator() {
+        Some(c) => {
+            eprintln!("xnetd: a member of the pool of {c}: calls here answer HOST_IS_SLAVE");
+            let mut f = xnet_api::pool::Follower::new(Arc::clone(&store), &membership)?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while let Err(e) = f.step(std::time::Duration::ZERO) {
+                if std::time::Instant::now() >= deadline {
+                    eprintln!("xnetd: the coordinator {c} does not answer ({e}); going on with the records last replicated");
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    let host = match &follower {
+        Some(f) => f.host_ref(),
+        None => store.read(|v| {
+            v.iter("pool")
+                .next()
+                .map(|(_, r)| xnet_model::db::s(r, "master").to_string())
+        }),
+    };
+    let host = host.ok_or_else(|| anyhow!("the store has no record of this host"))?;
     let realizer: Arc<dyn Realizer> = if cfg.agent {
         let agent = xnet_agent::Agent::start(
             Arc::clone(&store),
@@ -195,12 +217,39 @@ fn run(cfg: config::Config) -> Result<()> {
     } else {
         Arc::new(xnet_api::NoAgent)
     };
-    let api = Api::new(Arc::clone(&store), users, realizer);
-    *api.pool.lock().unwrap_or_else(|e| e.into_inner()) =
-        xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
-    if let Some(c) = api.coordinator() {
-        eprintln!("xnetd: a member of the pool of {c}: calls here answer HOST_IS_SLAVE");
-    }
+    // XAPI restarts on a joined host; xnetd starts over as a member.
+    let restart: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
+        use std::os::unix::process::CommandExt;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let e = std::process::Command::new("/proc/self/exe")
+            .args(args)
+            .exec();
+        eprintln!("xnetd: starting over failed: {e}");
+        std::process::exit(1);
+    });
+    let api = if let Some(mut f) = follower.take() {
+        let local = Arc::clone(&realizer);
+        let h = host.clone();
+        std::thread::Builder::new()
+            .name("xnet-follow".into())
+            .spawn(move || follow(&mut f, &*local, &h))
+            .expect("follower thread");
+        Api::new_in_pool(
+            Arc::clone(&store),
+            users,
+            realizer,
+            membership,
+            Some(restart),
+        )
+    } else {
+        Api::new_coordinator(
+            Arc::clone(&store),
+            users,
+            realizer,
+            membership,
+            Some(restart),
+        )
+    };
 
     // Every listener is bound before any serves: a client that reaches the unix
     // socket can rely on the TCP ports too (TLS setup may first make a certificate).
@@ -252,4 +301,29 @@ fn run(cfg: config::Config) -> Result<()> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// A member's loop: the coordinator's changes in, the agent's outcome back.
+fn follow(f: &mut xnet_api::pool::Follower, agent: &dyn Realizer, host: &str) {
+    let outcome = |local: u64| match agent.realize(host, local) {
+        Ok(()) => String::new(),
+        Err(e) => e.to_description().join(" "),
+    };
+    let mut pending = Some((0, f.since()));
+    loop {
+        if let Some((local, generation)) = pending.take() {
+            if let Err(e) = f.report(host, generation, &outcome(local)) {
+                eprintln!("xnetd: reporting to the coordinator: {e}");
+                pending = Some((local, generation));
+            }
+        }
+        match f.step(std::time::Duration::from_secs(5)) {
+            Ok(Some(p)) => pending = Some(p),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("xnetd: following the coordinator: {e}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }
