@@ -213,3 +213,34 @@ def test_unreachable_member_gives_host_offline_and_changes_nothing(pair):
     # Back: it follows again and realizes the next change.
     call(a, "PIF.plug", pif)
     assert b.vsctl("br-exists", "xenbr3") == ""
+
+
+def test_eject_returns_the_member_to_a_host_of_its_own(pair):
+    a, b = pair
+    a_host = call(a, "pool.get_master", call(a, "pool.get_all")[0])
+    with pytest.raises(XapiError) as e:
+        call(a, "pool.eject", a_host)
+    assert e.value.details[0] == "OPERATION_NOT_ALLOWED", e.value.details
+    m = member_ref(a)
+    b_uuid = call(a, "host.get_uuid", m)
+    vlan_bridge = [r["bridge"] for r in call(a, "network.get_all_records").values() if r["name_label"] == "v77"][0]
+    out = xe(a, A_IP, "pool-eject", "host-uuid=" + b_uuid)
+    assert out.returncode == 0, out.stderr
+    assert len(call(a, "host.get_all")) == 1
+    assert not [p for p in call(a, "PIF.get_all_records").values() if p["host"] == m]
+    # The member notices, leaves and starts over as a single host.
+    def standalone():
+        try:
+            return len(call(b, "host.get_all")) == 1
+        except (XapiError, OSError):
+            return False
+    wait_for(standalone, timeout=40, what="the ejected host serving on its own")
+    with open(os.path.join(b.state, "pool.conf")) as f:
+        assert f.read() == "master\n"
+    assert not os.path.exists(os.path.join(b.state, "pool-secret"))
+    # Its networking is its own fresh install's: the pool's VLAN is gone.
+    assert b.ns("ovs-vsctl", "--db=unix:" + os.path.join(b.ovs, "db.sock"), "br-exists", vlan_bridge,
+                check=False).returncode != 0
+    # Its management address comes back from its own install.
+    wait_for(lambda: b.ns("ping", "-c", "1", "-W", "1", A_IP, check=False).returncode == 0,
+             timeout=20, what="the ejected host's management network")

@@ -486,6 +486,22 @@ impl Api {
                 self.join(&arg(0), &arg(1), &arg(2), name == "pool.join_force")?;
                 Value::Nil
             }
+            "pool.eject" => {
+                count(1)?;
+                admin(role, &name)?;
+                let host = arg(0);
+                let r = self.store.write(|t| {
+                    let mut tt = tables::TxnTables(t);
+                    xnet_model::join::eject_member(&mut Db::new(&mut tt), &host)
+                });
+                match r {
+                    Ok(_) => Value::Nil,
+                    Err(xnet_store::WriteError::Aborted(e)) => return Err(e),
+                    Err(xnet_store::WriteError::Store(e)) => {
+                        return Err(ApiError::internal(format!("store: {e}")))
+                    }
+                }
+            }
             "pool.xnet_replicate" => {
                 count(2)?;
                 admin(role, &name)?;
@@ -621,6 +637,7 @@ const BUILTINS: &[&str] = &[
     "pool.join",
     "pool.join_force",
     "pool.xnet_join",
+    "pool.eject",
     "pool.xnet_replicate",
     "host.xnet_realized",
     "session.slave_login",

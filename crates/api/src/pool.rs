@@ -140,6 +140,18 @@ impl Membership {
         Ok((read("pool-secret")?, read("host-uuid")?))
     }
 
+    /// Becomes a coordinator of its own again (ejected): the role first,
+    /// then the member's secret and uuid go.
+    pub fn leave(&mut self) -> Result<(), PoolError> {
+        self.set(None)?;
+        for name in ["pool-secret", "host-uuid"] {
+            if let Some(p) = self.file(name) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok(())
+    }
+
     /// Becomes a member: the secret and own uuid first, the role last.
     fn join(&mut self, coordinator: &str, secret: &str, host_uuid: &str) -> Result<(), PoolError> {
         for (name, text) in [("pool-secret", secret), ("host-uuid", host_uuid)] {

@@ -983,6 +983,10 @@ fn command(ctx: &mut Ctx, a: &Args) -> R<()> {
             let n = ctx.by_uuid("network", a.need("network-uuid")?)?;
             ctx.call("pool.management_reconfigure", vec![s(&n)])?;
         }
+        "pool-eject" => {
+            let h = ctx.by_uuid("host", a.need("host-uuid")?)?;
+            ctx.call("pool.eject", vec![s(&h)])?;
+        }
         "pool-join" => {
             let force = a.get("force").is_some_and(|f| f == "true");
             let call = if force {
@@ -1046,6 +1050,7 @@ fn help() -> String {
         "host-management-disable",
         "pool-management-reconfigure",
         "pool-join",
+        "pool-eject",
     ]
     .into_iter()
     .map(String::from)

@@ -426,3 +426,66 @@ pub fn copy_pool_networking(d: &mut Db, host: &str) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// pool.eject on the coordinator: the member and everything that is only
+/// its own (PIFs and their metrics, bonds, VLANs, tunnels and SR-IOV on
+/// them, its control domain) leave the pool's records. Pool networks stay.
+/// Refused for the coordinator itself and for a host with running guests.
+pub fn eject_member(d: &mut Db, host: &str) -> ApiResult<()> {
+    if h::ha_enabled(d) {
+        return Err(ApiError::new("HA_IS_ENABLED", &[]));
+    }
+    d.rec("host", host)?;
+    if master_of(&Reader { t: d.tables() })? == host {
+        return Err(not_allowed("Cannot eject the pool coordinator"));
+    }
+    let r = Reader { t: d.tables() };
+    let vms = r.find("VM", &|v| s(v, "resident_on") == host);
+    let running = vms.iter().any(|vm| {
+        r.t.get("VM", vm)
+            .is_some_and(|v| !b(v, "is_control_domain") && s(v, "power_state") != "Halted")
+    });
+    if running {
+        return Err(not_allowed("VM resident on host"));
+    }
+    let pifs = r.find("PIF", &|p| s(p, "host") == host);
+    let on_pifs =
+        |class: &str, field: &str| r.find(class, &|x| pifs.iter().any(|p| p == s(x, field)));
+    let mut gone: Vec<(&str, String)> = vec![];
+    for (class, field) in [
+        ("Bond", "master"),
+        ("VLAN", "untagged_PIF"),
+        ("tunnel", "access_PIF"),
+        ("network_sriov", "logical_PIF"),
+    ] {
+        gone.extend(on_pifs(class, field).into_iter().map(|x| (class, x)));
+    }
+    for p in &pifs {
+        let metrics = r.t.get("PIF", p).map(|x| s(x, "metrics").to_string());
+        if let Some(m) = metrics.filter(|m| r.t.get("PIF_metrics", m).is_some()) {
+            gone.push(("PIF_metrics", m));
+        }
+        gone.push(("PIF", p.clone()));
+    }
+    for vm in vms {
+        let own =
+            r.t.get("VM", &vm)
+                .is_some_and(|v| b(v, "is_control_domain"));
+        if own {
+            gone.extend(
+                r.find("VIF", &|x| s(x, "VM") == vm)
+                    .into_iter()
+                    .map(|x| ("VIF", x)),
+            );
+            gone.push(("VM", vm));
+        }
+    }
+    gone.push(("host", host.to_string()));
+    let mut seen = std::collections::BTreeSet::new();
+    for (class, x) in gone {
+        if seen.insert((class, x.clone())) {
+            d.destroy(class, &x)?;
+        }
+    }
+    Ok(())
+}

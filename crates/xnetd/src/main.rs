@@ -171,7 +171,7 @@ fn run(cfg: config::Config) -> Result<()> {
         users.set("root", &pw, Role::PoolAdmin)?;
     }
 
-    let membership = xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
+    let mut membership = xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
     // A member takes its records from the coordinator: the first contact
     // (bounded) before the agent starts, so it knows its host.
     let mut follower = match membership.coordinator() {
@@ -179,17 +179,30 @@ fn run(cfg: config::Config) -> Result<()> {
             eprintln!("xnetd: a member of the pool of {c}: calls here answer HOST_IS_SLAVE");
             let mut f = xnet_api::pool::Follower::new(Arc::clone(&store), &membership)?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while let Err(e) = f.step(std::time::Duration::ZERO) {
-                if std::time::Instant::now() >= deadline {
-                    eprintln!("xnetd: the coordinator {c} does not answer ({e}); going on with the records last replicated");
-                    break;
+            let reached = loop {
+                match f.step(std::time::Duration::ZERO) {
+                    Ok(_) => break true,
+                    Err(e) if std::time::Instant::now() >= deadline => {
+                        eprintln!("xnetd: the coordinator {c} does not answer ({e}); going on with the records last replicated");
+                        break false;
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
                 }
-                std::thread::sleep(std::time::Duration::from_secs(1));
+            };
+            if reached && f.host_ref().is_none() {
+                eprintln!("xnetd: ejected from the pool while stopped: a host of its own again");
+                leave_pool(&store, &cfg.state_dir.join("pool.conf"))?;
+                first_start(&store, &cfg)?;
+                None
+            } else {
+                Some(f)
             }
-            Some(f)
         }
         None => None,
     };
+    if follower.is_none() && membership.coordinator().is_some() {
+        membership = xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
+    }
     let host = match &follower {
         Some(f) => f.host_ref(),
         None => store.read(|v| {
@@ -230,9 +243,22 @@ fn run(cfg: config::Config) -> Result<()> {
     let api = if let Some(mut f) = follower.take() {
         let local = Arc::clone(&realizer);
         let h = host.clone();
+        let (st, conf, again) = (
+            Arc::clone(&store),
+            cfg.state_dir.join("pool.conf"),
+            Arc::clone(&restart),
+        );
         std::thread::Builder::new()
             .name("xnet-follow".into())
-            .spawn(move || follow(&mut f, &*local, &h))
+            .spawn(move || {
+                follow(&mut f, &*local, &h);
+                // Ejected: a fresh single host, installed anew at start.
+                eprintln!("xnetd: ejected from the pool: starting over as a host of its own");
+                match leave_pool(&st, &conf) {
+                    Ok(()) => again(),
+                    Err(e) => eprintln!("xnetd: leaving the pool: {e}"),
+                }
+            })
             .expect("follower thread");
         Api::new_in_pool(
             Arc::clone(&store),
@@ -304,6 +330,7 @@ fn run(cfg: config::Config) -> Result<()> {
 }
 
 /// A member's loop: the coordinator's changes in, the agent's outcome back.
+/// Returns when this host has left the pool's records (pool.eject).
 fn follow(f: &mut xnet_api::pool::Follower, agent: &dyn Realizer, host: &str) {
     let outcome = |local: u64| match agent.realize(host, local) {
         Ok(()) => String::new(),
@@ -318,6 +345,7 @@ fn follow(f: &mut xnet_api::pool::Follower, agent: &dyn Realizer, host: &str) {
             }
         }
         match f.step(std::time::Duration::from_secs(5)) {
+            Ok(Some(_)) if f.host_ref().is_none() => return,
             Ok(Some(p)) => pending = Some(p),
             Ok(None) => {}
             Err(e) => {
@@ -326,4 +354,22 @@ fn follow(f: &mut xnet_api::pool::Follower, agent: &dyn Realizer, host: &str) {
             }
         }
     }
+}
+
+/// Leaves the pool for good (ejected): `pool.conf` says master again and
+/// the coordinator's records go, so the next start installs a fresh host.
+fn leave_pool(store: &Store<Record>, conf: &std::path::Path) -> Result<()> {
+    xnet_api::pool::Membership::load(conf)?.leave()?;
+    store
+        .write(|t| {
+            for c in xnet_model::schema::CLASSES {
+                let refs: Vec<String> = t.iter(c.name).map(|(r, _)| r.to_string()).collect();
+                for r in refs {
+                    t.delete(c.name, &r);
+                }
+            }
+            Ok::<_, ()>(())
+        })
+        .map_err(|e| anyhow!("clearing the pool's records: {e:?}"))?;
+    Ok(())
 }
