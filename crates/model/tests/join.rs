@@ -220,3 +220,37 @@ fn checks_refuse_with_the_difference_named_and_change_nothing() {
     assert!(join(&mut m2, &j4, false).is_err());
     assert_eq!(m2.tables, m.tables);
 }
+
+#[test]
+fn eject_removes_only_the_members_own_records() {
+    let mut m = host("c", 6, "10.0.0.1", 0xa0);
+    let j = host("m1", 6, "10.0.0.2", 0xb0);
+    let before = m.clone();
+    let h = join(&mut m, &j, false).unwrap();
+    // A VLAN on the member's eth1, on a new pool network.
+    let mut args = db::Map::new();
+    args.insert("name_label".into(), db::vs("v5"));
+    let net = xnet_model::network::create(&mut Db::new(&mut m), args).unwrap();
+    let eth1 = pif(&m, "m1", "eth1");
+    xnet_model::vlan::create(&mut Db::new(&mut m), &eth1, 5, &net).unwrap();
+    // The coordinator itself cannot be ejected.
+    let master = Reader { t: &m }.find("host", &|x| s(x, "hostname") == "c")[0].clone();
+    let e = xnet_model::join::eject_member(&mut Db::new(&mut m.clone()), &master).unwrap_err();
+    assert_eq!(e.code, "OPERATION_NOT_ALLOWED");
+    xnet_model::join::eject_member(&mut Db::new(&mut m), &h).unwrap();
+    let r = Reader { t: &m };
+    assert_eq!(r.find("host", &|_| true).len(), 1);
+    for class in ["PIF", "PIF_metrics", "VM", "VLAN"] {
+        assert_eq!(
+            m.tables.get(class).map_or(0, |t| t.len()),
+            before.tables.get(class).map_or(0, |t| t.len()),
+            "{class}: only the coordinator's are left"
+        );
+    }
+    // Pool networks stay, the VLAN's too.
+    assert_eq!(
+        m.tables["network"].len(),
+        before.tables["network"].len() + 1
+    );
+    assert!(xnet_model::join::eject_member(&mut Db::new(&mut m), &h).is_err());
+}
