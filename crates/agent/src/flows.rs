@@ -421,6 +421,14 @@ fn key_of(f: &FlowMod) -> String {
     flow_key(f.table, f.priority, &f.matches, &f.instructions)
 }
 
+/// A rule set as the agent remembers it once written.
+fn written(flows: &[FlowMod]) -> BTreeMap<String, FlowKey> {
+    flows
+        .iter()
+        .map(|f| (key_of(f), Some((f.table, f.priority, f.matches.clone()))))
+        .collect()
+}
+
 fn base_flow() -> FlowMod {
     FlowMod {
         priority: 0,
@@ -605,11 +613,7 @@ impl Flows {
             return Some((Err(e), r));
         }
         if let Some(c) = cookie {
-            let set = flows
-                .iter()
-                .map(|f| (key_of(f), Some((f.table, f.priority, f.matches.clone()))))
-                .collect();
-            have.flows.insert(c, set);
+            have.flows.insert(c, written(&flows));
         }
         if let Some(m) = meter {
             have.meters.insert(m.meter_id, (m.rate_kbps, m.burst_kb));
@@ -815,11 +819,7 @@ fn sync(
         Ok(()) => {
             have.flows.retain(|c, _| want.flows.contains_key(c));
             for c in changed {
-                let set = want.flows[&c]
-                    .iter()
-                    .map(|f| (key_of(f), Some((f.table, f.priority, f.matches.clone()))))
-                    .collect();
-                have.flows.insert(c, set);
+                have.flows.insert(c, written(&want.flows[&c]));
             }
             have.meters = want.meters.clone();
             Ok(n)

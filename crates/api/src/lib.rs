@@ -5,6 +5,7 @@
 pub mod events;
 pub mod http;
 pub mod pool;
+mod private_file;
 pub mod tables;
 pub mod tls;
 pub mod users;
@@ -62,12 +63,19 @@ fn fail(e: ApiError) -> Response {
 
 impl Api {
     pub fn new(store: Arc<Store<Record>>, users: Users, realizer: Arc<dyn Realizer>) -> Arc<Api> {
-        Api::new_in_pool(store, users, realizer, pool::Membership::default(), None)
+        Api::build(
+            store,
+            users,
+            realizer,
+            pool::Membership::default(),
+            None,
+            None,
+        )
     }
 
-    /// A server that knows its pool role, sharing `realizer`'s member
-    /// reports when it is a [`pool::PoolRealizer`].
-    pub fn new_in_pool(
+    /// A pool member's server (it answers HOST_IS_SLAVE; `restart` starts
+    /// it over when it leaves the pool).
+    pub fn new_member(
         store: Arc<Store<Record>>,
         users: Users,
         realizer: Arc<dyn Realizer>,

@@ -6,7 +6,6 @@
 //! format) and every call to it answers HOST_IS_SLAVE with the coordinator's
 //! address.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use xapi_wire::Value;
 use xnet_model::{ApiError, ApiResult, MemTables, Record};
@@ -165,26 +164,11 @@ impl Membership {
 
 /// Writes a file readable by root only, atomically and durably.
 fn write_private(path: &Path, text: &str) -> Result<(), PoolError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PoolError::Io {
+    crate::private_file::write(path, text).map_err(|source| PoolError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    })
 }
-
-impl Membership {}
 
 /// The join classes of a store view as `{class: {ref: record}}`.
 pub fn export(v: &View<Record>) -> Value {
@@ -315,11 +299,8 @@ impl crate::Api {
     /// The coordinator's side (`pool.xnet_join`): checks and introduces the
     /// joiner in one transaction; returns its host ref.
     pub(crate) fn introduce(&self, tables: &Value, force: bool) -> ApiResult<Value> {
-        if self.coordinator().is_some() {
-            return Err(ApiError::new(
-                "HOST_IS_SLAVE",
-                &[&self.coordinator().unwrap_or_default()],
-            ));
+        if let Some(c) = self.coordinator() {
+            return Err(ApiError::new("HOST_IS_SLAVE", &[&c]));
         }
         let joiner = import(tables)?;
         let res = self.store.write(|t| {

@@ -3,6 +3,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 use xapi_wire::jsonrpc::{self, Request, Version};
 use xapi_wire::{MethodCall, Response, Value};
 
@@ -80,15 +81,27 @@ pub struct Client {
 
 impl Client {
     pub fn connect(t: &Target) -> Result<Client, String> {
+        Client::connect_timeout(t, None)
+    }
+
+    /// As [`Client::connect`], with every read and write of the connection
+    /// bounded by `timeout`.
+    pub fn connect_timeout(t: &Target, timeout: Option<Duration>) -> Result<Client, String> {
+        let bound = |e: std::io::Error| format!("Error: setting the connection's timeout: {e}");
         let stream: Box<dyn Stream> = match t {
-            Target::Unix(p) => Box::new(
-                std::os::unix::net::UnixStream::connect(p)
-                    .map_err(|e| format!("Error: Unable to connect to xnetd at {p}: {e}"))?,
-            ),
+            Target::Unix(p) => {
+                let s = std::os::unix::net::UnixStream::connect(p)
+                    .map_err(|e| format!("Error: Unable to connect to xnetd at {p}: {e}"))?;
+                s.set_read_timeout(timeout).map_err(bound)?;
+                s.set_write_timeout(timeout).map_err(bound)?;
+                Box::new(s)
+            }
             Target::Tcp { host, port, tls } => {
                 let s = std::net::TcpStream::connect((host.as_str(), *port))
                     .map_err(|e| format!("Error: Unable to contact server. Please check server and port settings. ({e})"))?;
                 let _ = s.set_nodelay(true);
+                s.set_read_timeout(timeout).map_err(bound)?;
+                s.set_write_timeout(timeout).map_err(bound)?;
                 if *tls {
                     #[allow(deprecated)] // ring without post-quantum groups, see xnet-api's tls.rs
                     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -260,7 +260,7 @@ fn run(cfg: config::Config) -> Result<()> {
                 }
             })
             .expect("follower thread");
-        Api::new_in_pool(
+        Api::new_member(
             Arc::clone(&store),
             users,
             realizer,
