@@ -21,15 +21,16 @@ pub fn register(reg: &mut Registry) {
         ],
         Box::new(|d, a| {
             let props = str_map(&a_map(a, 4));
-            create(
+            let bond = create(
                 d,
                 a_str(a, 0),
                 &a_strs(a, 1),
                 a_str(a, 2),
                 a_str(a, 3),
                 &props,
-            )
-            .map(db::vs)
+            )?;
+            crate::join::copy_bond_to_members(d, &bond)?;
+            Ok(db::vs(bond))
         }),
     );
     reg.write(

@@ -321,56 +321,8 @@ pub fn copy_pool_networking(d: &mut Db, host: &str) -> ApiResult<()> {
     if master == host {
         return Ok(());
     }
-    let position = |d: &Db, host: &str, dev: &str| -> Option<String> {
-        let hr = d.tables().get("host", host)?;
-        db::mget(hr, "nic_positions", dev).map(str::to_string)
-    };
     for bond in d.find("Bond", &|_| true) {
-        let br = d.rec("Bond", &bond)?.clone();
-        let Some(bm) = d.tables().get("PIF", s(&br, "master")).cloned() else {
-            continue;
-        };
-        if s(&bm, "host") != master {
-            continue;
-        }
-        let net = s(&bm, "network").to_string();
-        if !d
-            .find("PIF", &|p| s(p, "host") == host && s(p, "network") == net)
-            .is_empty()
-        {
-            continue; // already there
-        }
-        let mut members = vec![];
-        let mut slaves = d.children("PIF", "bond_slave_of", &bond);
-        // The member whose MAC the bond took goes first.
-        slaves.sort_by_key(|p| {
-            d.tables()
-                .get("PIF", p)
-                .map(|r| s(r, "MAC") != s(&bm, "MAC"))
-                .unwrap_or(true)
-        });
-        for sl in slaves {
-            let Some(sr) = d.tables().get("PIF", &sl) else {
-                continue;
-            };
-            let Some(pos) = position(d, &master, s(sr, "device")) else {
-                continue;
-            };
-            let mine = d.find("PIF", &|p| {
-                s(p, "host") == host
-                    && b(p, "physical")
-                    && position(d, host, s(p, "device")).as_deref() == Some(&pos)
-            });
-            members.extend(mine.first().cloned());
-        }
-        if members.is_empty() {
-            continue;
-        }
-        let props: Vec<(String, String)> = db::m(&br, "properties")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-            .collect();
-        crate::bond::create(d, &net, &members, "", s(&br, "mode"), &props)?;
+        copy_bond_to(d, &bond, host)?;
     }
     for vlan in d.find("VLAN", &|_| true) {
         let vr = d.rec("VLAN", &vlan)?.clone();
@@ -423,6 +375,78 @@ pub fn copy_pool_networking(d: &mut Db, host: &str) -> ApiResult<()> {
         {
             crate::tunnel::create(d, &mine, tnet, s(&tr, "protocol"))?;
         }
+    }
+    Ok(())
+}
+
+/// The NIC position of `dev` on `host` (`host.nic_positions`).
+fn position(d: &Db, host: &str, dev: &str) -> Option<String> {
+    let hr = d.tables().get("host", host)?;
+    db::mget(hr, "nic_positions", dev).map(str::to_string)
+}
+
+/// XAPI's copy_bonds_from_master for one bond of the coordinator and one
+/// member: the member's physical NICs at the positions of the bond's
+/// members, bonded on the same network with the same mode and properties.
+/// The NIC at the position whose MAC the bond took goes first; a partial
+/// bond is made when the member lacks some positions. Nothing is done when
+/// the bond is not the coordinator's, or the member already has a PIF on
+/// its network. Returns the member's new bond.
+pub fn copy_bond_to(d: &mut Db, bond: &str, host: &str) -> ApiResult<Option<String>> {
+    let master = master_of(&Reader { t: d.tables() })?;
+    let br = d.rec("Bond", bond)?.clone();
+    let Some(bm) = d.tables().get("PIF", s(&br, "master")).cloned() else {
+        return Ok(None);
+    };
+    if s(&bm, "host") != master || host == master {
+        return Ok(None);
+    }
+    let net = s(&bm, "network").to_string();
+    if !d
+        .find("PIF", &|p| s(p, "host") == host && s(p, "network") == net)
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let mut slaves = d.children("PIF", "bond_slave_of", bond);
+    slaves.sort_by_key(|p| {
+        d.tables()
+            .get("PIF", p)
+            .map(|r| s(r, "MAC") != s(&bm, "MAC"))
+            .unwrap_or(true)
+    });
+    let mut members = vec![];
+    for sl in slaves {
+        let Some(sr) = d.tables().get("PIF", &sl) else {
+            continue;
+        };
+        let Some(pos) = position(d, &master, s(sr, "device")) else {
+            continue;
+        };
+        let mine = d.find("PIF", &|p| {
+            s(p, "host") == host
+                && b(p, "physical")
+                && position(d, host, s(p, "device")).as_deref() == Some(&pos)
+        });
+        members.extend(mine.first().cloned());
+    }
+    if members.is_empty() {
+        return Ok(None);
+    }
+    let props: Vec<(String, String)> = db::m(&br, "properties")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+        .collect();
+    crate::bond::create(d, &net, &members, "", s(&br, "mode"), &props).map(Some)
+}
+
+/// Bond.create on the coordinator's NICs: the bond is copied to every
+/// member at once, in the same transaction, so the call returns once every
+/// host has realized its bond, and a member that cannot take it (or does
+/// not answer) leaves the pool unchanged.
+pub fn copy_bond_to_members(d: &mut Db, bond: &str) -> ApiResult<()> {
+    for host in d.find("host", &|_| true) {
+        copy_bond_to(d, bond, &host)?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! pool.join as data: the pre-join checks between two installed hosts, the
 //! network merge, and the pool's bonds and VLANs copied onto the new member.
 
+use xapi_wire::Value;
 use xnet_model::db::{self, b, i, s};
 use xnet_model::host::Nic;
 use xnet_model::install::{install, Management, Setup};
@@ -253,4 +254,85 @@ fn eject_removes_only_the_members_own_records() {
         before.tables["network"].len() + 1
     );
     assert!(xnet_model::join::eject_member(&mut Db::new(&mut m), &h).is_err());
+}
+
+/// Bond.create through its registered call, as the API runs it: the
+/// touched hosts are what the API waits on.
+fn bond_create(
+    t: &mut MemTables,
+    net: &str,
+    members: &[String],
+    mode: &str,
+) -> Result<(String, Vec<String>), ApiError> {
+    let call = xnet_model::calls::registry().lookup("Bond.create").unwrap();
+    let args = vec![
+        db::vs(net),
+        Value::Array(members.iter().map(|m| db::vs(m.as_str())).collect()),
+        db::vs(""),
+        db::vs(mode),
+    ];
+    let mut copy = t.clone();
+    let args = xnet_model::calls::decode_args(&copy, call, &args)?;
+    let mut d = Db::new(&mut copy);
+    let xnet_model::calls::Handler::Write(f) = &call.handler else {
+        panic!("Bond.create writes")
+    };
+    let v = f(&mut d, &args)?;
+    let touched = d.realize.iter().cloned().collect();
+    *t = copy;
+    Ok((v.as_str().unwrap().to_string(), touched))
+}
+
+#[test]
+fn a_bond_made_on_the_coordinator_is_copied_to_every_member_at_once() {
+    let mut m = host("c", 6, "10.0.0.1", 0xa0);
+    let h1 = join(&mut m, &host("m1", 6, "10.0.0.2", 0xb0), false).unwrap();
+    let h2 = join(&mut m, &host("m2", 6, "10.0.0.3", 0xc0), false).unwrap();
+    let mut args = db::Map::new();
+    args.insert("name_label".into(), db::vs("bond0"));
+    let net = xnet_model::network::create(&mut Db::new(&mut m), args).unwrap();
+    // The management NIC and eth3, as the bonding tutorial does.
+    let members = [pif(&m, "c", "eth0"), pif(&m, "c", "eth3")];
+    let (_, touched) = bond_create(&mut m, &net, &members, "active-backup").unwrap();
+    let r = Reader { t: &m };
+    let master = r.find("host", &|x| s(x, "hostname") == "c")[0].clone();
+    let mut all = vec![master.clone(), h1.clone(), h2.clone()];
+    all.sort();
+    assert_eq!(touched, all, "the call waits for every host");
+    for (name, h, ip) in [
+        ("c", &master, "10.0.0.1"),
+        ("m1", &h1, "10.0.0.2"),
+        ("m2", &h2, "10.0.0.3"),
+    ] {
+        let bonds = r.find("PIF", &|p| {
+            s(p, "host") == h.as_str() && s(p, "network") == net
+        });
+        assert_eq!(bonds.len(), 1, "{name} has one PIF on the bond network");
+        let bm = r.t.get("PIF", &bonds[0]).unwrap();
+        assert!(b(bm, "management"), "{name}: management moved to the bond");
+        assert_eq!(s(bm, "IP"), ip, "{name}: its own management IP kept");
+        let bond = r.find("Bond", &|x| s(x, "master") == bonds[0])[0].clone();
+        assert_eq!(s(r.t.get("Bond", &bond).unwrap(), "mode"), "active-backup");
+        let mut devs: Vec<String> = r
+            .children("PIF", "bond_slave_of", &bond)
+            .iter()
+            .map(|p| s(r.t.get("PIF", p).unwrap(), "device").to_string())
+            .collect();
+        devs.sort();
+        assert_eq!(devs, ["eth0", "eth3"], "{name}: NICs at the same positions");
+    }
+    // A member that cannot take the bond refuses it for the whole pool.
+    let mut args = db::Map::new();
+    args.insert("name_label".into(), db::vs("bond1"));
+    let net2 = xnet_model::network::create(&mut Db::new(&mut m), args).unwrap();
+    // m2's eth1 is already in a bond of its own.
+    let mut args = db::Map::new();
+    args.insert("name_label".into(), db::vs("m2-own"));
+    let own = xnet_model::network::create(&mut Db::new(&mut m), args).unwrap();
+    let m2_nics = [pif(&m, "m2", "eth1"), pif(&m, "m2", "eth2")];
+    bond_create(&mut m, &own, &m2_nics, "active-backup").unwrap();
+    let before = m.clone();
+    let members = [pif(&m, "c", "eth1"), pif(&m, "c", "eth4")];
+    assert!(bond_create(&mut m, &net2, &members, "balance-slb").is_err());
+    assert_eq!(m.tables, before.tables, "nothing changed");
 }
