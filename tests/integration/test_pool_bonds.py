@@ -201,6 +201,71 @@ def test_the_bonding_tutorial(pool):
     assert vms[1][0].ping("10.96.1.11")
 
 
+def bond_net(a, name):
+    return [n for n, r in call(a, "network.get_all_records").items() if r["name_label"] == "bond " + name][0]
+
+
+def member_pif_on(a, tag, net):
+    href = host_ref(a, tag)
+    return [(r, p) for r, p in call(a, "PIF.get_all_records").items() if p["host"] == href and p["network"] == net][0]
+
+
+def test_the_coordinator_sees_what_a_member_observes(pool):
+    """The member's agent reports its own host: a link going down on the
+    member shows in the coordinator's PIF_metrics and Bond.links_up."""
+    a = pool.hosts["ta"]
+    eth4 = pif_of(a, "tb", "eth4")
+    metrics = call(a, "PIF.get_metrics", eth4)
+    bond_pif, _ = member_pif_on(a, "tb", bond_net(a, "guest"))
+    bond = call(a, "PIF.get_bond_master_of", bond_pif)[0]
+    wait_for(lambda: call(a, "PIF_metrics.get_carrier", metrics) and int(call(a, "Bond.get_links_up", bond)) == 2,
+             timeout=20, what="the member's links up on the coordinator")
+    sh("ip", "-n", a.sw, "link", "set", "tb4", "down")
+    try:
+        wait_for(lambda: not call(a, "PIF_metrics.get_carrier", metrics), timeout=20,
+                 what="the member's carrier loss on the coordinator")
+        wait_for(lambda: int(call(a, "Bond.get_links_up", bond)) == 1, timeout=20, what="links_up 1")
+    finally:
+        sh("ip", "-n", a.sw, "link", "set", "tb4", "up")
+    wait_for(lambda: call(a, "PIF_metrics.get_carrier", metrics), timeout=20, what="the carrier back")
+
+
+def test_management_moves_across_the_pool(pool):
+    """pool.management_reconfigure to the storage bond: every host's
+    management moves, the member follows the coordinator's new address on
+    its own (even once the old one is gone), then everything moves back."""
+    a, b = pool.hosts["ta"], pool.hosts["tb"]
+    mgmt, stor = bond_net(a, "mgmt"), bond_net(a, "stor")
+    call(a, "pool.management_reconfigure", stor)
+    for tag in ("ta", "tb"):
+        r, p = member_pif_on(a, tag, stor)
+        assert p["management"], "%s: management on the storage bond" % tag
+        assert call(a, "host.get_address", host_ref(a, tag)) == STORAGE[tag]
+    conf = os.path.join(b.state, "pool.conf")
+    wait_for(lambda: open(conf).read() == "slave:%s:%d\n" % (STORAGE["ta"], HTTPS_PORT), timeout=20,
+             what="the member recording the coordinator's new address")
+    # The old address goes away: the member reconnects to the new one.
+    old_a, _ = member_pif_on(a, "ta", mgmt)
+    call(a, "PIF.reconfigure_ip", old_a, "None", "", "", "", "")
+    wait_for(lambda: not pool.peer_ping(MGMT["ta"]), timeout=10, what="the old address gone")
+    vnet = new_net(a, "after the move")
+    t0 = time.monotonic()
+    r, _ = member_pif_on(a, "tb", bond_net(a, "guest"))
+    call(a, "VLAN.create", r, "55", vnet)
+    print("a member change after the move: %.0f ms" % ((time.monotonic() - t0) * 1e3))
+    br = call(a, "network.get_bridge", vnet)
+    assert b.vsctl("br-to-vlan", br).strip() == "55", "the member still follows"
+    # And back to the management bond.
+    call(a, "PIF.reconfigure_ip", old_a, "Static", MGMT["ta"], "255.255.255.0", "", "")
+    call(a, "pool.management_reconfigure", mgmt)
+    for tag in ("ta", "tb"):
+        assert call(a, "host.get_address", host_ref(a, tag)) == MGMT[tag]
+    wait_for(lambda: open(conf).read() == "slave:%s:%d\n" % (MGMT["ta"], HTTPS_PORT), timeout=20,
+             what="the member back on the management address")
+    for ip in list(MGMT.values())[:2]:
+        wait_for(lambda: pool.peer_ping(ip), timeout=10, what="%s answering again" % ip)
+
+
 def test_a_host_joining_later_inherits_the_bonds(pool):
     a, c = pool.hosts["ta"], pool.hosts["tc"]
     join(pool, "tc")

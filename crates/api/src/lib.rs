@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod http;
+pub mod member;
 pub mod pool;
 mod private_file;
 pub mod tables;
@@ -41,7 +42,7 @@ pub struct Api {
     pub realizer: Arc<dyn Realizer>,
     pub events: events::Registrations,
     /// Coordinator or member (`pool.conf`).
-    pub pool: Mutex<pool::Membership>,
+    pub pool: Arc<Mutex<pool::Membership>>,
     /// What the members reported realizing (the coordinator's side).
     pub members: Arc<pool::Members>,
     /// Starts this server over (after becoming a member); none in tests.
@@ -63,23 +64,17 @@ fn fail(e: ApiError) -> Response {
 
 impl Api {
     pub fn new(store: Arc<Store<Record>>, users: Users, realizer: Arc<dyn Realizer>) -> Arc<Api> {
-        Api::build(
-            store,
-            users,
-            realizer,
-            pool::Membership::default(),
-            None,
-            None,
-        )
+        Api::build(store, users, realizer, Arc::default(), None, None)
     }
 
-    /// A pool member's server (it answers HOST_IS_SLAVE; `restart` starts
-    /// it over when it leaves the pool).
+    /// A pool member's server (it answers HOST_IS_SLAVE with the address in
+    /// `membership`, which its follower keeps current; `restart` starts it
+    /// over when it leaves the pool).
     pub fn new_member(
         store: Arc<Store<Record>>,
         users: Users,
         realizer: Arc<dyn Realizer>,
-        membership: pool::Membership,
+        membership: Arc<Mutex<pool::Membership>>,
         restart: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Arc<Api> {
         Api::build(store, users, realizer, membership, restart, None)
@@ -98,14 +93,21 @@ impl Api {
             local,
             members: Arc::clone(&members),
         });
-        Api::build(store, users, realizer, membership, restart, Some(members))
+        Api::build(
+            store,
+            users,
+            realizer,
+            Arc::new(Mutex::new(membership)),
+            restart,
+            Some(members),
+        )
     }
 
     fn build(
         store: Arc<Store<Record>>,
         users: Users,
         realizer: Arc<dyn Realizer>,
-        membership: pool::Membership,
+        membership: Arc<Mutex<pool::Membership>>,
         restart: Option<Arc<dyn Fn() + Send + Sync>>,
         members: Option<Arc<pool::Members>>,
     ) -> Arc<Api> {
@@ -114,7 +116,7 @@ impl Api {
             users: Mutex::new(users),
             realizer,
             events: events::Registrations::default(),
-            pool: Mutex::new(membership),
+            pool: membership,
             members: members.unwrap_or_default(),
             restart,
         })
@@ -254,6 +256,15 @@ impl Api {
                         return Err(ApiError::internal(format!("store: {e}")))
                     }
                 };
+                // Members first, the coordinator last, as XAPI orders pool
+                // changes: members still reach it while they realize.
+                let master = self.store.read(|v| {
+                    v.iter("pool")
+                        .next()
+                        .map(|(_, p)| db::s(p, "master").to_string())
+                });
+                let mut hosts: Vec<String> = hosts.into_iter().collect();
+                hosts.sort_by_key(|h| Some(h) == master.as_ref());
                 for h in &hosts {
                     if let Err(e) = self.realizer.realize(h, commit.generation) {
                         self.compensate(&commit);
@@ -538,6 +549,12 @@ impl Api {
                 self.members.report(&arg(0), generation, &arg(2));
                 Value::Nil
             }
+            "host.xnet_report" => {
+                count(2)?;
+                admin(role, &name)?;
+                self.member_report(&arg(0), &args[1])?;
+                Value::Nil
+            }
             "pool.xnet_join" => {
                 count(2)?;
                 admin(role, &name)?;
@@ -648,6 +665,7 @@ const BUILTINS: &[&str] = &[
     "pool.eject",
     "pool.xnet_replicate",
     "host.xnet_realized",
+    "host.xnet_report",
     "session.slave_login",
 ];
 

@@ -83,7 +83,7 @@ impl Membership {
     }
 
     /// Records the new role durably before it takes effect.
-    fn set(&mut self, coordinator: Option<String>) -> Result<(), PoolError> {
+    pub(crate) fn set(&mut self, coordinator: Option<String>) -> Result<(), PoolError> {
         if let Some(path) = &self.conf {
             let text = match &coordinator {
                 Some(a) => format!("slave:{a}\n"),
@@ -296,6 +296,41 @@ impl crate::Api {
         Ok(())
     }
 
+    /// The coordinator's side of `host.xnet_report`: what a member's agent
+    /// observed of its own host, `[[class, ref, record]]`, in one
+    /// transaction; fields and records that are not the member's to report
+    /// are ignored.
+    pub(crate) fn member_report(&self, host: &str, changes: &Value) -> ApiResult<()> {
+        use xnet_model::Read;
+        let bad = || ApiError::new("FIELD_TYPE_ERROR", &["changes"]);
+        let rows = changes.as_array().ok_or_else(bad)?;
+        let mut parsed = vec![];
+        for row in rows {
+            match row.as_array() {
+                Some([Value::String(c), Value::String(r), Value::Struct(rec)]) => {
+                    parsed.push((c, r, rec))
+                }
+                _ => return Err(bad()),
+            }
+        }
+        let res = self.store.write(|t| {
+            let mut tt = crate::tables::TxnTables(t);
+            let mut d = xnet_model::Db::new(&mut tt);
+            d.rec("host", host)?;
+            for (c, r, rec) in &parsed {
+                if d.exists(c, r) {
+                    xnet_model::report::apply(&mut d, host, c, r, rec)?;
+                }
+            }
+            Ok::<_, ApiError>(())
+        });
+        match res {
+            Ok(_) => Ok(()),
+            Err(xnet_store::WriteError::Aborted(e)) => Err(e),
+            Err(xnet_store::WriteError::Store(e)) => Err(ApiError::internal(format!("store: {e}"))),
+        }
+    }
+
     /// The coordinator's side (`pool.xnet_join`): checks and introduces the
     /// joiner in one transaction; returns its host ref.
     pub(crate) fn introduce(&self, tables: &Value, force: bool) -> ApiResult<Value> {
@@ -439,7 +474,7 @@ mod tests {
 
 /// Classes a member replicates: all but sessions and tasks, which are each
 /// host's own.
-fn replicated(class: &str) -> bool {
+pub(crate) fn replicated(class: &str) -> bool {
     xnet_model::schema::CLASSES
         .iter()
         .any(|c| c.name == class && !c.volatile)
@@ -564,156 +599,5 @@ impl crate::Realizer for PoolRealizer {
             Err(e) if e.code == "HOST_OFFLINE" => self.members.wait(host, generation),
             r => r,
         }
-    }
-}
-
-/// A member's link to its coordinator: replicates the coordinator's records
-/// into the local store and reports what the local agent realized.
-pub struct Follower {
-    store: std::sync::Arc<xnet_store::Store<Record>>,
-    address: String,
-    secret: String,
-    host_uuid: String,
-    conn: Option<(xapi_client::Client, Value)>,
-    since: u64,
-}
-
-impl Follower {
-    pub fn new(
-        store: std::sync::Arc<xnet_store::Store<Record>>,
-        m: &Membership,
-    ) -> Result<Follower, PoolError> {
-        let (secret, host_uuid) = m.member_identity()?;
-        Ok(Follower {
-            store,
-            address: m.coordinator().unwrap_or_default().to_string(),
-            secret,
-            host_uuid,
-            conn: None,
-            since: 0,
-        })
-    }
-
-    /// The coordinator generation replicated so far.
-    pub fn since(&self) -> u64 {
-        self.since
-    }
-
-    /// This member's host ref in the replicated records.
-    pub fn host_ref(&self) -> Option<String> {
-        self.store.read(|v| {
-            v.iter("host")
-                .find(|(_, r)| xnet_model::db::s(r, "uuid") == self.host_uuid)
-                .map(|(k, _)| k.to_string())
-        })
-    }
-
-    fn call(&mut self, method: &str, mut params: Vec<Value>) -> Result<Value, String> {
-        if self.conn.is_none() {
-            let (host, port) = xapi_client::parse_address(&self.address)
-                .ok_or_else(|| format!("bad coordinator address {}", self.address))?;
-            let mut c = xapi_client::Client::connect(&xapi_client::Target::Tcp {
-                host,
-                port,
-                tls: true,
-            })?;
-            let s = c
-                .call(
-                    "session.slave_login",
-                    vec![
-                        Value::String(self.host_uuid.clone()),
-                        Value::String(self.secret.clone()),
-                    ],
-                )
-                .map_err(|e| format!("{e:?}"))?;
-            self.conn = Some((c, s));
-        }
-        let (c, s) = self.conn.as_mut().expect("connected");
-        params.insert(0, s.clone());
-        let r = c.call(method, params).map_err(|e| format!("{e:?}"));
-        if r.is_err() {
-            self.conn = None;
-        }
-        r
-    }
-
-    /// Waits up to `timeout` for the coordinator's next changes and applies
-    /// them in one local transaction. Returns (local generation, the
-    /// coordinator's generation) when something arrived.
-    pub fn step(&mut self, timeout: std::time::Duration) -> Result<Option<(u64, u64)>, String> {
-        let r = self.call(
-            "pool.xnet_replicate",
-            vec![
-                Value::Int(self.since as i64),
-                Value::Float(timeout.as_secs_f64()),
-            ],
-        )?;
-        let bad = || "malformed replication answer".to_string();
-        let m = r.as_struct().ok_or_else(bad)?;
-        let generation = match m.get("generation") {
-            Some(Value::Int(g)) => *g as u64,
-            _ => return Err(bad()),
-        };
-        let full = matches!(m.get("full"), Some(Value::Bool(true)));
-        let changes = m.get("changes").and_then(Value::as_array).ok_or_else(bad)?;
-        if changes.is_empty() && !full {
-            self.since = generation;
-            return Ok(None);
-        }
-        let mut rows = vec![];
-        for c in changes {
-            match c.as_array() {
-                Some([Value::String(class), Value::String(r), rec]) if replicated(class) => {
-                    rows.push((class.clone(), r.clone(), rec.as_struct().cloned()))
-                }
-                _ => return Err(bad()),
-            }
-        }
-        let res = self.store.write(|t| {
-            if full {
-                let keep: std::collections::BTreeSet<(&str, &str)> = rows
-                    .iter()
-                    .map(|(c, r, _)| (c.as_str(), r.as_str()))
-                    .collect();
-                for c in xnet_model::schema::CLASSES.iter().filter(|c| !c.volatile) {
-                    let stale: Vec<String> = t
-                        .iter(c.name)
-                        .filter(|(r, _)| !keep.contains(&(c.name, *r)))
-                        .map(|(r, _)| r.to_string())
-                        .collect();
-                    for r in stale {
-                        t.delete(c.name, &r);
-                    }
-                }
-            }
-            for (class, r, rec) in &rows {
-                match rec {
-                    Some(rec) => t.put(class, r, rec.clone()),
-                    None => {
-                        t.delete(class, r);
-                    }
-                }
-            }
-            Ok::<_, ()>(())
-        });
-        let local = match res {
-            Ok((_, commit)) => commit.generation,
-            Err(e) => return Err(format!("applying the coordinator's records: {e:?}")),
-        };
-        self.since = generation;
-        Ok(Some((local, generation)))
-    }
-
-    /// Tells the coordinator what the agent made of its generation.
-    pub fn report(&mut self, host: &str, generation: u64, error: &str) -> Result<(), String> {
-        self.call(
-            "host.xnet_realized",
-            vec![
-                Value::String(host.into()),
-                Value::Int(generation as i64),
-                Value::String(error.into()),
-            ],
-        )
-        .map(|_| ())
     }
 }

@@ -30,6 +30,9 @@ pub fn parse_address(a: &str) -> Option<(String, u16)> {
     }
 }
 
+/// The longest wait for a TCP connection when a timeout is given.
+const CONNECT_BOUND: Duration = Duration::from_secs(5);
+
 pub enum Target {
     Unix(String),
     Tcp { host: String, port: u16, tls: bool },
@@ -85,7 +88,7 @@ impl Client {
     }
 
     /// As [`Client::connect`], with every read and write of the connection
-    /// bounded by `timeout`.
+    /// bounded by `timeout`, and connecting by at most 5 s of it.
     pub fn connect_timeout(t: &Target, timeout: Option<Duration>) -> Result<Client, String> {
         let bound = |e: std::io::Error| format!("Error: setting the connection's timeout: {e}");
         let stream: Box<dyn Stream> = match t {
@@ -97,8 +100,32 @@ impl Client {
                 Box::new(s)
             }
             Target::Tcp { host, port, tls } => {
-                let s = std::net::TcpStream::connect((host.as_str(), *port))
-                    .map_err(|e| format!("Error: Unable to contact server. Please check server and port settings. ({e})"))?;
+                let unreachable = |e: std::io::Error| {
+                    format!("Error: Unable to contact server. Please check server and port settings. ({e})")
+                };
+                let s = match timeout {
+                    // Connecting is bounded too, by at most CONNECT_BOUND.
+                    Some(d) => {
+                        let addrs =
+                            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
+                                .map_err(unreachable)?;
+                        let mut last = std::io::Error::other("no address");
+                        let mut found = None;
+                        for a in addrs {
+                            match std::net::TcpStream::connect_timeout(&a, d.min(CONNECT_BOUND)) {
+                                Ok(s) => {
+                                    found = Some(s);
+                                    break;
+                                }
+                                Err(e) => last = e,
+                            }
+                        }
+                        found.ok_or(last).map_err(unreachable)?
+                    }
+                    None => {
+                        std::net::TcpStream::connect((host.as_str(), *port)).map_err(unreachable)?
+                    }
+                };
                 let _ = s.set_nodelay(true);
                 s.set_read_timeout(timeout).map_err(bound)?;
                 s.set_write_timeout(timeout).map_err(bound)?;

@@ -16,6 +16,7 @@ pub mod network;
 pub mod pif;
 pub mod pool;
 pub mod query;
+pub mod report;
 pub mod schema;
 pub mod sriov;
 pub mod tunnel;

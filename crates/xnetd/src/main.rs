@@ -177,7 +177,10 @@ fn run(cfg: config::Config) -> Result<()> {
     let mut follower = match membership.coordinator() {
         Some(c) => {
             eprintln!("xnetd: a member of the pool of {c}: calls here answer HOST_IS_SLAVE");
-            let mut f = xnet_api::pool::Follower::new(Arc::clone(&store), &membership)?;
+            let shared = Arc::new(std::sync::Mutex::new(xnet_api::pool::Membership::load(
+                &cfg.state_dir.join("pool.conf"),
+            )?));
+            let mut f = xnet_api::member::Follower::new(Arc::clone(&store), Arc::clone(&shared))?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             let reached = loop {
                 match f.step(std::time::Duration::ZERO) {
@@ -195,7 +198,7 @@ fn run(cfg: config::Config) -> Result<()> {
                 first_start(&store, &cfg)?;
                 None
             } else {
-                Some(f)
+                Some((f, shared))
             }
         }
         None => None,
@@ -204,7 +207,7 @@ fn run(cfg: config::Config) -> Result<()> {
         membership = xnet_api::pool::Membership::load(&cfg.state_dir.join("pool.conf"))?;
     }
     let host = match &follower {
-        Some(f) => f.host_ref(),
+        Some((f, _)) => f.host_ref(),
         None => store.read(|v| {
             v.iter("pool")
                 .next()
@@ -240,7 +243,13 @@ fn run(cfg: config::Config) -> Result<()> {
         eprintln!("xnetd: starting over failed: {e}");
         std::process::exit(1);
     });
-    let api = if let Some(mut f) = follower.take() {
+    let api = if let Some((mut f, shared)) = follower.take() {
+        let mut reporter = f.reporter()?;
+        let h = host.clone();
+        std::thread::Builder::new()
+            .name("xnet-report".into())
+            .spawn(move || reporter.run(&h))
+            .expect("reporter thread");
         let local = Arc::clone(&realizer);
         let h = host.clone();
         let (st, conf, again) = (
@@ -260,13 +269,7 @@ fn run(cfg: config::Config) -> Result<()> {
                 }
             })
             .expect("follower thread");
-        Api::new_member(
-            Arc::clone(&store),
-            users,
-            realizer,
-            membership,
-            Some(restart),
-        )
+        Api::new_member(Arc::clone(&store), users, realizer, shared, Some(restart))
     } else {
         Api::new_coordinator(
             Arc::clone(&store),
@@ -331,7 +334,7 @@ fn run(cfg: config::Config) -> Result<()> {
 
 /// A member's loop: the coordinator's changes in, the agent's outcome back.
 /// Returns when this host has left the pool's records (pool.eject).
-fn follow(f: &mut xnet_api::pool::Follower, agent: &dyn Realizer, host: &str) {
+fn follow(f: &mut xnet_api::member::Follower, agent: &dyn Realizer, host: &str) {
     let outcome = |local: u64| match agent.realize(host, local) {
         Ok(()) => String::new(),
         Err(e) => e.to_description().join(" "),
