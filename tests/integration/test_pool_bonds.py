@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import HTTPS_PORT, PASSWORD, Host, Vm, sh, wait_for
-from test_pool import XapiError, call
+from test_pool import XapiError, call, xe
 
 MGMT = {"ta": "10.96.0.2", "tb": "10.96.0.3", "tc": "10.96.0.4"}
 STORAGE = {"ta": "10.96.2.2", "tb": "10.96.2.3", "tc": "10.96.2.4"}
@@ -266,8 +266,48 @@ def test_management_moves_across_the_pool(pool):
         wait_for(lambda: pool.peer_ping(ip), timeout=10, what="%s answering again" % ip)
 
 
+def test_a_members_own_management_moves(pool):
+    """host.management_reconfigure (xe) of a member's PIF, on the
+    coordinator: the member moves alone and keeps following."""
+    a, b = pool.hosts["ta"], pool.hosts["tb"]
+    stor_pif, _ = member_pif_on(a, "tb", bond_net(a, "stor"))
+    out = xe(a, MGMT["ta"], "host-management-reconfigure", "pif-uuid=" + call(a, "PIF.get_uuid", stor_pif))
+    assert out.returncode == 0, out.stderr
+    assert call(a, "PIF.get_management", stor_pif)
+    assert call(a, "host.get_address", host_ref(a, "tb")) == STORAGE["tb"]
+    assert call(a, "host.get_address", host_ref(a, "ta")) == MGMT["ta"], "the coordinator stays"
+    mgmt_pif, _ = member_pif_on(a, "tb", bond_net(a, "mgmt"))
+    out = xe(a, MGMT["ta"], "host-management-reconfigure", "pif-uuid=" + call(a, "PIF.get_uuid", mgmt_pif))
+    assert out.returncode == 0, out.stderr
+    assert call(a, "host.get_address", host_ref(a, "tb")) == MGMT["tb"]
+
+
+def test_pool_vlans_and_tunnels(pool):
+    """xe pool-vlan-create makes the VLAN on every host's PIF of the
+    network; a tunnel on the coordinator; both for the host joining next."""
+    a, b = pool.hosts["ta"], pool.hosts["tb"]
+    guest = bond_net(a, "guest")
+    vnet = new_net(a, "pool vlan 66")
+    coord_pif, _ = member_pif_on(a, "ta", guest)
+    out = xe(a, MGMT["ta"], "pool-vlan-create", "pif-uuid=" + call(a, "PIF.get_uuid", coord_pif),
+             "network-uuid=" + call(a, "network.get_uuid", vnet), "vlan=66")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == 2, out.stdout
+    br = call(a, "network.get_bridge", vnet)
+    gbr = call(a, "network.get_bridge", guest)
+    for h in (a, b):
+        assert h.vsctl("br-to-vlan", br).strip() == "66"
+        assert h.vsctl("br-to-parent", br).strip() == gbr
+    tnet = new_net(a, "pool tunnel")
+    stor_pif, _ = member_pif_on(a, "ta", bond_net(a, "stor"))
+    call(a, "tunnel.create", stor_pif, tnet)
+
+
 def test_a_host_joining_later_inherits_the_bonds(pool):
     a, c = pool.hosts["ta"], pool.hosts["tc"]
+    eth2 = pif_of(c, "tc", "eth2")
+    call(c, "PIF.reconfigure_ip", eth2, "Static", STORAGE["tc"], "255.255.255.0", "", "")
+    call(c, "PIF.plug", eth2)
     join(pool, "tc")
     href = host_ref(a, "tc")
     bonds = [n for n, r in call(a, "network.get_all_records").items() if r["name_label"].startswith("bond ")]
@@ -280,6 +320,20 @@ def test_a_host_joining_later_inherits_the_bonds(pool):
         bridge = call(a, "network.get_bridge", net)
         wait_for(lambda: bond_ports(c, bridge)[1] == ["eth%d" % x, "eth%d" % y], timeout=20,
                  what="%s bond in the new member's OVS" % name)
+    # The pool's VLAN on its guest bond, the tunnel on its storage bond.
+    vnet = [n for n, r in call(a, "network.get_all_records").items() if r["name_label"] == "pool vlan 66"][0]
+    vpif = [p for p in call(a, "PIF.get_all_records").values() if p["host"] == href and p["network"] == vnet]
+    assert len(vpif) == 1 and vpif[0]["VLAN"] == 66, vpif
+    br = call(a, "network.get_bridge", vnet)
+    wait_for(lambda: c.vsctl("br-to-vlan", br).strip() == "66", timeout=20, what="VLAN 66 on the new member")
+    tnet = [n for n, r in call(a, "network.get_all_records").items() if r["name_label"] == "pool tunnel"][0]
+    tpif = [p for p in call(a, "PIF.get_all_records").values() if p["host"] == href and p["network"] == tnet]
+    assert len(tpif) == 1 and tpif[0]["tunnel_access_PIF_of"], tpif
+    # Its storage IP is kept on its copy of the storage bond.
+    stor = [p for p in call(a, "PIF.get_all_records").values()
+            if p["host"] == href and p["network"] == bond_net(a, "stor")][0]
+    assert stor["IP"] == STORAGE["tc"]
+    wait_for(lambda: pool.peer_ping(STORAGE["tc"]), timeout=20, what="the new member's storage address")
     # Its management address moved onto its copy of the management bond.
     wait_for(lambda: pool.peer_ping(MGMT["tc"]), timeout=20, what="the new member's management address")
     mgmt_net = [n for n in bonds if call(a, "network.get_name_label", n) == "bond mgmt"][0]

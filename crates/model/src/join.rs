@@ -373,7 +373,13 @@ pub fn copy_pool_networking(d: &mut Db, host: &str) -> ApiResult<()> {
             .first()
             .cloned()
         {
-            crate::tunnel::create(d, &mine, tnet, s(&tr, "protocol"))?;
+            // As XAPI's sync_tunnels: the record without create's checks (a
+            // transport PIF may get its IP later); plugged as the pool's is.
+            let mt = crate::tunnel::create_internal(d, &mine, tnet, s(&tr, "protocol"))?;
+            if b(&access, "currently_attached") {
+                let ap = s(d.rec("tunnel", &mt)?, "access_PIF").to_string();
+                crate::pif::set_attached(d, &ap, true)?;
+            }
         }
     }
     Ok(())
