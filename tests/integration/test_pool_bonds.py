@@ -228,6 +228,19 @@ def test_the_coordinator_sees_what_a_member_observes(pool):
     finally:
         sh("ip", "-n", a.sw, "link", "set", "tb4", "up")
     wait_for(lambda: call(a, "PIF_metrics.get_carrier", metrics), timeout=20, what="the carrier back")
+    # A NIC added to the member: its inventory reaches the coordinator, and
+    # PIF.scan there introduces it.
+    b = pool.hosts["tb"]
+    sh("ip", "link", "add", "eth6", "netns", b.name, "address", "52:54:00:32:00:06", "type", "veth",
+       "peer", "name", "p6", "netns", b.sw)
+    href = host_ref(a, "tb")
+
+    def scanned():
+        call(a, "PIF.scan", href)
+        return [p for p in call(a, "PIF.get_all_records").values() if p["host"] == href and p["device"] == "eth6"]
+    wait_for(scanned, timeout=20, what="the member's new NIC found by PIF.scan on the coordinator")
+    new = scanned()
+    assert len(new) == 1 and new[0]["MAC"] == "52:54:00:32:00:06", new
 
 
 def test_management_moves_across_the_pool(pool):
