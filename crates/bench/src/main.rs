@@ -2,6 +2,7 @@
 //! keep-alive), with 1,000 PIFs and 10,000 VIFs in a durable store. Each figure
 //! is printed beside a baseline measured in the same run.
 
+mod pool;
 mod realize;
 mod vif;
 
@@ -395,6 +396,14 @@ fn main() -> Result<()> {
                 .unwrap_or(1000);
             vif::bench(n, n.min(100))
         }
-        _ => bail!("usage: xnet-bench api | realize [N] [--quick] | vif [N]"),
+        Some("pool") => {
+            // As root: N lab hosts running xnetd, found beside this binary.
+            let n = std::env::args()
+                .nth(2)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(16);
+            pool::bench(n)
+        }
+        _ => bail!("usage: xnet-bench api | realize [N] [--quick] | vif [N] | pool [HOSTS]"),
     }
 }
