@@ -75,7 +75,9 @@ def nic_networks(host):
 @pytest.fixture(scope="module")
 def pair():
     a = Host("pa", mgmt_ip=A_IP, listen="0.0.0.0", mac_byte=0x21)
-    b = Host("pb", mgmt_ip=B_IP, listen="0.0.0.0", mac_byte=0x22)
+    # The joiner listens on its management address only: bound before the
+    # agent has put the address on its bridge.
+    b = Host("pb", mgmt_ip=B_IP, listen=B_IP, mac_byte=0x22)
     try:
         for h in (a, b):
             h.setup()

@@ -283,9 +283,7 @@ fn run(cfg: config::Config) -> Result<()> {
     // Every listener is bound before any serves: a client that reaches the unix
     // socket can rely on the TCP ports too (TLS setup may first make a certificate).
     let http = match cfg.http_listen {
-        Some(addr) => {
-            Some(std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?)
-        }
+        Some(addr) => Some(listen(addr).with_context(|| format!("binding {addr}"))?),
         None => None,
     };
     let https = match cfg.listen {
@@ -295,7 +293,7 @@ fn run(cfg: config::Config) -> Result<()> {
                 "localhost".into(),
             ];
             let tls = xnet_api::tls::server_config(&cfg.state_dir, &names)?;
-            let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+            let l = listen(addr).with_context(|| format!("binding {addr}"))?;
             Some((l, tls))
         }
         None => None,
@@ -330,6 +328,78 @@ fn run(cfg: config::Config) -> Result<()> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// A TCP listener on `addr`, which may be an address not on any device yet
+/// (IP_FREEBIND): the management address appears once the agent has
+/// realized the management bridge, after the listeners are up.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // sockaddr structs are fully initialized and their sizes passed.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::IP_FREEBIND] {
+            let level = if opt == libc::SO_REUSEADDR {
+                libc::SOL_SOCKET
+            } else {
+                libc::IPPROTO_IP
+            };
+            let p = &one as *const libc::c_int as *const libc::c_void;
+            let n = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::setsockopt(raw, level, opt, p, n) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let r = match addr {
+            std::net::SocketAddr::V4(a) => {
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::bind(
+                    raw,
+                    &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as libc::socklen_t,
+                )
+            }
+            std::net::SocketAddr::V6(a) => {
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                libc::bind(
+                    raw,
+                    &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as libc::socklen_t,
+                )
+            }
+        };
+        if r < 0 || libc::listen(raw, 128) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::net::TcpListener::from(fd))
+    }
 }
 
 /// A member's loop: the coordinator's changes in, the agent's outcome back.
