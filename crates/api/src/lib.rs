@@ -243,10 +243,14 @@ impl Api {
             }),
             Handler::Write(f) => {
                 let res = self.store.write(|txn| {
+                    let next = txn.generation() + 1;
                     let mut t = tables::TxnTables(txn);
                     let args = calls::decode_args(&t, call, args)?;
                     let mut d = Db::new(&mut t);
                     let v = f(&mut d, &args)?;
+                    // Told before the commit wakes the members, so the
+                    // replication carrying it says whose report is awaited.
+                    self.members.expect(next, &d.realize);
                     Ok::<_, ApiError>((v, d.realize))
                 });
                 let ((value, hosts), commit) = match res {
@@ -267,7 +271,7 @@ impl Api {
                 hosts.sort_by_key(|h| Some(h) == master.as_ref());
                 for h in &hosts {
                     if let Err(e) = self.realizer.realize(h, commit.generation) {
-                        self.compensate(&commit);
+                        self.compensate(&commit, &hosts);
                         for h in &hosts {
                             let _ = self.realizer.realize(h, self.store.generation());
                         }
@@ -281,8 +285,10 @@ impl Api {
 
     /// Undoes a committed transaction whose realization failed: every record
     /// still as the transaction left it goes back to its previous state.
-    fn compensate(&self, commit: &xnet_store::Commit<Record>) {
+    fn compensate(&self, commit: &xnet_store::Commit<Record>, hosts: &[String]) {
         let _ = self.store.write(|txn| {
+            self.members
+                .expect(txn.generation() + 1, &hosts.iter().cloned().collect());
             for ch in commit.changes.iter().rev() {
                 if txn.get(&ch.table, &ch.key) != ch.after.as_ref() {
                     continue;
@@ -535,6 +541,7 @@ impl Api {
                 };
                 pool::replicate(
                     &self.store,
+                    &self.members,
                     since,
                     Duration::from_secs_f64(timeout.clamp(0.0, 60.0)),
                 )

@@ -158,6 +158,18 @@ impl Link {
     }
 }
 
+/// One replication applied by [`Follower::step`].
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// The local store's generation holding it.
+    pub local: u64,
+    /// The coordinator's generation it brings this member to.
+    pub generation: u64,
+    /// A call on the coordinator waits for this member's report of it;
+    /// otherwise the report may come later.
+    pub awaited: bool,
+}
+
 /// Follows the coordinator: replicates its records into the local store and
 /// reports what the local agent realized.
 pub struct Follower {
@@ -208,9 +220,10 @@ impl Follower {
     }
 
     /// Waits up to `timeout` for the coordinator's next changes and applies
-    /// them in one local transaction. Returns (local generation, the
-    /// coordinator's generation) when something arrived.
-    pub fn step(&mut self, timeout: Duration) -> Result<Option<(u64, u64)>, String> {
+    /// them in one local transaction. Returns what arrived: (local
+    /// generation, the coordinator's generation, whether a call on the
+    /// coordinator waits for this member's report of it).
+    pub fn step(&mut self, timeout: Duration) -> Result<Option<Step>, String> {
         let r = self.link.call(
             "pool.xnet_replicate",
             vec![
@@ -225,6 +238,11 @@ impl Follower {
             _ => return Err(bad()),
         };
         let full = matches!(m.get("full"), Some(Value::Bool(true)));
+        let me = self.host_ref();
+        let awaited = m.get("awaited").and_then(Value::as_array).is_none_or(|a| {
+            a.iter()
+                .any(|h| h.as_str() == Some("*") || h.as_str() == me.as_deref())
+        });
         let changes = m.get("changes").and_then(Value::as_array).ok_or_else(bad)?;
         if changes.is_empty() && !full {
             self.since = generation;
@@ -273,7 +291,11 @@ impl Follower {
         lock(&self.own).insert(local);
         self.since = generation;
         self.follow_address();
-        Ok(Some((local, generation)))
+        Ok(Some(Step {
+            local,
+            generation,
+            awaited,
+        }))
     }
 
     /// Keeps `pool.conf` at the coordinator's management address as the

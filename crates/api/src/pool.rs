@@ -399,7 +399,7 @@ mod tests {
                 .unwrap()
                 .to_vec()
         };
-        let first = replicate(&store, 0, std::time::Duration::ZERO);
+        let first = replicate(&store, &Members::default(), 0, std::time::Duration::ZERO);
         assert_eq!(first.as_struct().unwrap()["full"], Value::Bool(true));
         let c = changes(&first);
         assert_eq!(c.len(), 1, "sessions stay each host's own: {c:?}");
@@ -413,7 +413,12 @@ mod tests {
                 Ok::<_, ()>(())
             })
             .unwrap();
-        let next = replicate(&store, g as u64, std::time::Duration::ZERO);
+        let next = replicate(
+            &store,
+            &Members::default(),
+            g as u64,
+            std::time::Duration::ZERO,
+        );
         assert_eq!(next.as_struct().unwrap()["full"], Value::Bool(false));
         let c = changes(&next);
         assert_eq!(c.len(), 2);
@@ -428,8 +433,29 @@ mod tests {
             panic!()
         };
         let t0 = std::time::Instant::now();
-        let idle = replicate(&store, g as u64, std::time::Duration::from_millis(50));
+        let idle = replicate(
+            &store,
+            &Members::default(),
+            g as u64,
+            std::time::Duration::from_millis(50),
+        );
         assert!(changes(&idle).is_empty() && t0.elapsed() >= std::time::Duration::from_millis(50));
+    }
+
+    #[test]
+    fn awaited_hosts_by_generation() {
+        let m = Members::default();
+        // Nothing known yet: every member reports at once.
+        assert!(m.awaited(3, 5).contains("*"));
+        m.expect(4, &["h1".to_string()].into());
+        m.expect(5, &["h2".to_string()].into());
+        m.expect(6, &Default::default());
+        assert_eq!(m.awaited(3, 6).len(), 2);
+        assert_eq!(m.awaited(4, 6), ["h2".to_string()].into());
+        assert!(m.awaited(5, 6).is_empty());
+        assert!(m.awaited(6, 6).is_empty(), "nothing new, no panic");
+        assert!(m.awaited(7, 6).is_empty());
+        assert!(m.awaited(1, 6).contains("*"), "history before it is gone");
     }
 
     #[test]
@@ -482,10 +508,12 @@ pub(crate) fn replicated(class: &str) -> bool {
 
 /// On the coordinator (`pool.xnet_replicate`): the records changed after
 /// `since` (every record when `since` is 0 or its history is gone), waiting
-/// up to `timeout` for one. Whole stored records, internal fields included:
-/// `{generation, full, changes: [[class, ref, record or ""]]}`.
+/// up to `timeout` for one. Whole stored records, internal fields included,
+/// and the hosts whose report on these changes a call waits for:
+/// `{generation, full, changes: [[class, ref, record or ""]], awaited}`.
 pub fn replicate(
     store: &xnet_store::Store<Record>,
+    members: &Members,
     since: u64,
     timeout: std::time::Duration,
 ) -> Value {
@@ -525,11 +553,17 @@ pub fn replicate(
                         one(c, r, v.get(c, r));
                     }
                 }
+                let awaited = members
+                    .awaited(since, v.generation())
+                    .into_iter()
+                    .map(Value::String)
+                    .collect();
                 Value::Struct(
                     [
                         ("generation".to_string(), Value::Int(v.generation() as i64)),
                         ("full".to_string(), Value::Bool(full)),
                         ("changes".to_string(), Value::Array(changes)),
+                        ("awaited".to_string(), Value::Array(awaited)),
                     ]
                     .into_iter()
                     .collect(),
@@ -546,7 +580,14 @@ pub struct Members {
     /// host → (coordinator generation realized, error of that pass).
     reports: std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>,
     cv: std::sync::Condvar,
+    /// generation → hosts a call waits on for it (the latest few thousand):
+    /// members report at once for these and lazily otherwise.
+    awaited: std::sync::Mutex<std::collections::BTreeMap<u64, std::collections::BTreeSet<String>>>,
 }
+
+/// How many generations' awaited hosts the coordinator remembers; a member
+/// further behind reports at once.
+const AWAITED_KEPT: usize = 4096;
 
 /// How long the coordinator waits for a member to realize a change.
 const MEMBER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -559,6 +600,31 @@ impl Members {
             *e = (generation, error.to_string());
         }
         self.cv.notify_all();
+    }
+
+    /// Records the hosts a call will wait on once `generation` commits.
+    pub(crate) fn expect(&self, generation: u64, hosts: &std::collections::BTreeSet<String>) {
+        let mut a = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+        a.insert(generation, hosts.clone());
+        while a.len() > AWAITED_KEPT {
+            a.pop_first();
+        }
+    }
+
+    /// The hosts awaited for a generation in `(since, until]`. Each of them
+    /// when that history is gone.
+    fn awaited(&self, since: u64, until: u64) -> std::collections::BTreeSet<String> {
+        if since >= until {
+            return Default::default();
+        }
+        let a = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+        let known = a.first_key_value().is_some_and(|(g, _)| *g <= since + 1);
+        if !known {
+            return ["*".to_string()].into();
+        }
+        a.range(since + 1..=until)
+            .flat_map(|(_, h)| h.iter().cloned())
+            .collect()
     }
 
     fn wait(&self, host: &str, generation: u64) -> ApiResult<()> {

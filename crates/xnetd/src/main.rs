@@ -403,27 +403,49 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> 
 }
 
 /// A member's loop: the coordinator's changes in, the agent's outcome back.
-/// Returns when this host has left the pool's records (pool.eject).
+/// A change a call on the coordinator waits for is reported as soon as the
+/// agent realized it; others within a second, so fifteen members do not
+/// all answer every change at once. Returns when this host has left the
+/// pool's records (pool.eject).
 fn follow(f: &mut xnet_api::member::Follower, agent: &dyn Realizer, host: &str) {
+    use std::time::{Duration, Instant};
+    const LAZY: Duration = Duration::from_secs(1);
     let outcome = |local: u64| match agent.realize(host, local) {
         Ok(()) => String::new(),
         Err(e) => e.to_description().join(" "),
     };
-    let mut pending = Some((0, f.since()));
+    // Not yet reported: (local generation, coordinator generation, due).
+    let mut pending = Some((0, f.since(), Instant::now()));
     loop {
-        if let Some((local, generation)) = pending.take() {
-            if let Err(e) = f.report(host, generation, &outcome(local)) {
-                eprintln!("xnetd: reporting to the coordinator: {e}");
-                pending = Some((local, generation));
+        if let Some((local, generation, due)) = pending {
+            if Instant::now() >= due {
+                match f.report(host, generation, &outcome(local)) {
+                    Ok(()) => pending = None,
+                    Err(e) => {
+                        eprintln!("xnetd: reporting to the coordinator: {e}");
+                        pending = Some((local, generation, Instant::now() + LAZY));
+                    }
+                }
             }
         }
-        match f.step(std::time::Duration::from_secs(5)) {
+        let wait = match pending {
+            Some((_, _, due)) => due.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(5),
+        };
+        match f.step(wait) {
             Ok(Some(_)) if f.host_ref().is_none() => return,
-            Ok(Some(p)) => pending = Some(p),
+            Ok(Some(s)) => {
+                let due = match pending {
+                    _ if s.awaited => Instant::now(),
+                    Some((_, _, due)) => due,
+                    None => Instant::now() + LAZY,
+                };
+                pending = Some((s.local, s.generation, due));
+            }
             Ok(None) => {}
             Err(e) => {
                 eprintln!("xnetd: following the coordinator: {e}");
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
