@@ -177,6 +177,8 @@ pub struct Follower {
     since: u64,
     /// Local generations this follower wrote (not the agent's observations).
     own: Shared<BTreeSet<u64>>,
+    /// The coordinator's management address as last replicated.
+    coordinator_ip: Option<String>,
 }
 
 impl Follower {
@@ -188,6 +190,7 @@ impl Follower {
             link: Link::new(store, membership)?,
             since: 0,
             own: Shared::default(),
+            coordinator_ip: None,
         })
     }
 
@@ -298,13 +301,18 @@ impl Follower {
         }))
     }
 
-    /// Keeps `pool.conf` at the coordinator's management address as the
-    /// records give it, so a coordinator that moved its management is found
-    /// there (and clients sent there) from now on.
+    /// Moves `pool.conf` to the coordinator's management address when the
+    /// records say it changed, so a coordinator that moved its management is
+    /// found there (and clients sent there) from now on. The address first
+    /// seen is left as joined: the join may have used a name.
     fn follow_address(&mut self) {
         let Some(ip) = coordinator_addresses(&self.link.store).into_iter().next() else {
             return;
         };
+        let before = self.coordinator_ip.replace(ip.clone());
+        if before.is_none_or(|b| b == ip) {
+            return;
+        }
         let mut m = lock(&self.link.membership);
         let current = m.coordinator().unwrap_or_default().to_string();
         let Some((host, port)) = xapi_client::parse_address(&current) else {
