@@ -58,6 +58,31 @@ pub fn volatile_tables() -> Vec<String> {
         .collect()
 }
 
+/// A mutex's guard; a panicked holder leaves plain data that stays usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A store write's outcome as an API result: the transaction's own error,
+/// or the store's as an internal error.
+pub(crate) fn committed<T>(
+    r: Result<(T, xnet_store::Commit<Record>), xnet_store::WriteError<ApiError>>,
+) -> ApiResult<(T, xnet_store::Commit<Record>)> {
+    match r {
+        Ok(x) => Ok(x),
+        Err(xnet_store::WriteError::Aborted(e)) => Err(e),
+        Err(xnet_store::WriteError::Store(e)) => Err(ApiError::internal(format!("store: {e}"))),
+    }
+}
+
+/// MESSAGE_PARAMETER_COUNT_MISMATCH for `call`, expecting `n`.
+fn count_mismatch(call: &str, n: usize, got: usize) -> ApiError {
+    ApiError::with(
+        "MESSAGE_PARAMETER_COUNT_MISMATCH",
+        vec![call.to_string(), n.to_string(), got.to_string()],
+    )
+}
+
 fn fail(e: ApiError) -> Response {
     Response::Failure(e.to_description())
 }
@@ -253,13 +278,7 @@ impl Api {
                     self.members.expect(next, &d.realize);
                     Ok::<_, ApiError>((v, d.realize))
                 });
-                let ((value, hosts), commit) = match res {
-                    Ok(x) => x,
-                    Err(xnet_store::WriteError::Aborted(e)) => return Err(e),
-                    Err(xnet_store::WriteError::Store(e)) => {
-                        return Err(ApiError::internal(format!("store: {e}")))
-                    }
-                };
+                let ((value, hosts), commit) = committed(res)?;
                 // Members first, the coordinator last, as XAPI orders pool
                 // changes: members still reach it while they realize.
                 let master = self.store.read(|v| {
@@ -306,13 +325,10 @@ impl Api {
 
     fn login(&self, params: &[Value], origin: Origin) -> ApiResult<Value> {
         if params.len() < 2 || params.len() > 4 {
-            return Err(ApiError::with(
-                "MESSAGE_PARAMETER_COUNT_MISMATCH",
-                vec![
-                    "session.login_with_password".into(),
-                    "2".into(),
-                    params.len().to_string(),
-                ],
+            return Err(count_mismatch(
+                "session.login_with_password",
+                2,
+                params.len(),
             ));
         }
         let uname = params[0].as_str().unwrap_or("");
@@ -338,19 +354,9 @@ impl Api {
     /// the pool secret. The host is named by uuid or ref.
     fn slave_login(&self, params: &[Value]) -> ApiResult<Value> {
         let [Value::String(host), Value::String(secret)] = params else {
-            return Err(ApiError::with(
-                "MESSAGE_PARAMETER_COUNT_MISMATCH",
-                vec![
-                    "session.slave_login".into(),
-                    "2".into(),
-                    params.len().to_string(),
-                ],
-            ));
+            return Err(count_mismatch("session.slave_login", 2, params.len()));
         };
-        let mine = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mine = crate::lock(&self.pool)
             .secret()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let known = self.store.read(|v| {
@@ -435,10 +441,7 @@ impl Api {
             if args.len() == n {
                 Ok(())
             } else {
-                Err(ApiError::with(
-                    "MESSAGE_PARAMETER_COUNT_MISMATCH",
-                    vec![name.clone(), n.to_string(), args.len().to_string()],
-                ))
+                Err(count_mismatch(&name, n, args.len()))
             }
         };
         let arg = |i: usize| {
@@ -519,13 +522,8 @@ impl Api {
                     let mut tt = tables::TxnTables(t);
                     xnet_model::join::eject_member(&mut Db::new(&mut tt), &host)
                 });
-                match r {
-                    Ok(_) => Value::Nil,
-                    Err(xnet_store::WriteError::Aborted(e)) => return Err(e),
-                    Err(xnet_store::WriteError::Store(e)) => {
-                        return Err(ApiError::internal(format!("store: {e}")))
-                    }
-                }
+                committed(r)?;
+                Value::Nil
             }
             "pool.xnet_replicate" => {
                 count(2)?;

@@ -5,6 +5,7 @@
 //! in `pool.conf` or, when the coordinator moved its management, at any
 //! address the replicated records give it.
 
+use crate::lock;
 use crate::pool::{replicated, Membership, PoolError};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,6 @@ use xnet_model::{db, Record};
 use xnet_store::Store;
 
 type Shared<T> = Arc<Mutex<T>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One authenticated connection to the coordinator (`session.slave_login`).
 struct Link {

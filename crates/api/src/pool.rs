@@ -215,11 +215,7 @@ pub fn import(v: &Value) -> ApiResult<MemTables> {
 impl crate::Api {
     /// The coordinator's address when this host is a pool member.
     pub fn coordinator(&self) -> Option<String> {
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .coordinator()
-            .map(str::to_string)
+        crate::lock(&self.pool).coordinator().map(str::to_string)
     }
 
     /// Joins the pool of `address` (pool.join / pool.join_force, on the
@@ -279,9 +275,7 @@ impl crate::Api {
             .and_then(|m| m.get("secret"))
             .and_then(Value::as_str)
             .ok_or_else(|| failed("the coordinator sent no pool secret".into()))?;
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.pool)
             .join(address.trim(), secret, &my_uuid)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         // A member's xnetd starts over following the coordinator, as XAPI
@@ -324,11 +318,7 @@ impl crate::Api {
             }
             Ok::<_, ApiError>(())
         });
-        match res {
-            Ok(_) => Ok(()),
-            Err(xnet_store::WriteError::Aborted(e)) => Err(e),
-            Err(xnet_store::WriteError::Store(e)) => Err(ApiError::internal(format!("store: {e}"))),
-        }
+        crate::committed(res).map(|_| ())
     }
 
     /// The coordinator's side (`pool.xnet_join`): checks and introduces the
@@ -344,24 +334,18 @@ impl crate::Api {
             let mut d = xnet_model::Db::new(&mut tt);
             xnet_model::join::introduce_member(&mut d, &joiner)
         });
-        let secret = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let secret = crate::lock(&self.pool)
             .secret()
             .map_err(|e| ApiError::internal(e.to_string()));
-        match res {
-            Ok((host, _)) => Ok(Value::Struct(
-                [
-                    ("host".to_string(), Value::String(host)),
-                    ("secret".to_string(), Value::String(secret?)),
-                ]
-                .into_iter()
-                .collect(),
-            )),
-            Err(xnet_store::WriteError::Aborted(e)) => Err(e),
-            Err(xnet_store::WriteError::Store(e)) => Err(ApiError::internal(format!("store: {e}"))),
-        }
+        let (host, _) = crate::committed(res)?;
+        Ok(Value::Struct(
+            [
+                ("host".to_string(), Value::String(host)),
+                ("secret".to_string(), Value::String(secret?)),
+            ]
+            .into_iter()
+            .collect(),
+        ))
     }
 }
 
@@ -594,7 +578,7 @@ const MEMBER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Members {
     pub fn report(&self, host: &str, generation: u64, error: &str) {
-        let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = crate::lock(&self.reports);
         let e = r.entry(host.to_string()).or_insert((0, String::new()));
         if generation >= e.0 {
             *e = (generation, error.to_string());
@@ -604,7 +588,7 @@ impl Members {
 
     /// Records the hosts a call will wait on once `generation` commits.
     pub(crate) fn expect(&self, generation: u64, hosts: &std::collections::BTreeSet<String>) {
-        let mut a = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+        let mut a = crate::lock(&self.awaited);
         a.insert(generation, hosts.clone());
         while a.len() > AWAITED_KEPT {
             a.pop_first();
@@ -617,7 +601,7 @@ impl Members {
         if since >= until {
             return Default::default();
         }
-        let a = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+        let a = crate::lock(&self.awaited);
         let known = a.first_key_value().is_some_and(|(g, _)| *g <= since + 1);
         if !known {
             return ["*".to_string()].into();
@@ -629,7 +613,7 @@ impl Members {
 
     fn wait(&self, host: &str, generation: u64) -> ApiResult<()> {
         let deadline = std::time::Instant::now() + MEMBER_TIMEOUT;
-        let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = crate::lock(&self.reports);
         loop {
             if let Some((g, err)) = r.get(host) {
                 if *g >= generation {
